@@ -1,0 +1,55 @@
+"""`melp <command>`: a thin dispatcher. Each area registers its own sub-commands.
+
+Every area module exposes ``add_commands(subparsers)``; the sub-command's parser sets
+``func`` (a callable taking the parsed namespace and returning an exit code or None).
+Imports are lazy so ``melp --help`` is fast and one broken area does not hide the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (module, short description) in help order
+_AREAS = [
+    ("melp.data.cli", "data: prepare stores from raw datasets"),
+    ("melp.train.cli", "training: cardiology LM stage and MELP pretraining"),
+    ("melp.eval.cli", "evaluation: zero-shot, probe, fine-tune, retrieval, generation, embed, demo"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="melp", description="MELP: multi-scale ECG-language pretraining and evaluation."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name, _ in _AREAS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:  # an optional extra is missing
+            logging.getLogger("melp").debug("skipping %s: %s", module_name, err)
+            continue
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    code = args.func(args)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: signal operations, source readers, the prepared store and torch datasets."""

@@ -1,0 +1,128 @@
+"""The reader interface every source implements.
+
+A reader turns a raw dataset folder (as PhysioNet/Zenodo ship it) into two things:
+
+* ``index()`` — a cheap, metadata-only table of entries (one row per record), plus the
+  entries it could not use for reasons visible without reading the signal (file absent,
+  empty report, duplicate id, ...);
+* ``load(entry)`` — the expensive part, run in worker processes by ``melp prepare``: read
+  one record's signal in physical units with its lead names and sampling rate. A bad record
+  raises :class:`BadRecord` with a reason; the store logs it in its rejects table.
+
+Columns of the entries table (``Reader.index().entries``):
+
+=================  =======================================================================
+``id``             unique record id (str)
+``path``           the main file of the record, relative to the root (str), for messages
+``patient``        patient id (str) or None
+``split``          "train" / "val" / "test" or None (published split, if any)
+``fold``           integer fold (PTB-XL ``strat_fold``) or None
+``report``         original report text ("" when none)
+``labels_<task>``  list of positive class names for ``task`` (one column per task in
+                   ``Reader.tasks``)
+=================  =======================================================================
+
+Readers may add extra columns (age, sex, ...); they are kept in the manifest.
+Labels are always class *names*; class order for a task is ``Reader.tasks[task]``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = ("id", "path", "patient", "split", "fold", "report")
+
+
+class BadRecord(Exception):
+    """A record that cannot be used; ``str(err)`` is the reason (the file is added by the caller)."""
+
+
+@dataclasses.dataclass
+class Signal:
+    """One record's signal as read from disk.
+
+    data:  float array (L, T), physical units (mV where the source states it)
+    leads: L lead names as written by the source (any case, any order)
+    rate:  sampling rate in Hz
+    """
+
+    data: np.ndarray
+    leads: list[str]
+    rate: float
+
+
+@dataclasses.dataclass
+class Index:
+    """Result of :meth:`Reader.index`.
+
+    entries:  usable entries (see module docstring for columns)
+    missing:  paths listed by the source's tables but absent on disk (summarised in one line)
+    rejects:  rows (id, file, reason) rejected before reading any signal
+    """
+
+    entries: pd.DataFrame
+    missing: list[str] = dataclasses.field(default_factory=list)
+    rejects: list[dict] = dataclasses.field(default_factory=list)
+
+
+class Reader(abc.ABC):
+    """Base class of all sources. Subclasses set ``name`` and ``tasks`` and implement
+    :meth:`index` and :meth:`load`. Register them with :func:`register_reader`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self, root: str | Path, **options) -> None:
+        self.root = Path(root)
+        if not self.root.exists():
+            raise FileNotFoundError(f"{self.name}: root folder {self.root} does not exist")
+        self.options = options
+
+    @property
+    def tasks(self) -> dict[str, list[str]]:
+        """Task name -> ordered class names. Empty for unlabeled sources."""
+        return {}
+
+    @abc.abstractmethod
+    def index(self) -> Index:
+        """Read the source's tables (no signals) and return its entries."""
+
+    @abc.abstractmethod
+    def load(self, entry: dict) -> Signal:
+        """Read one entry's signal. Raise :class:`BadRecord` with a reason if unusable."""
+
+    def normalize_report(self, text: str) -> str:
+        """English, cleaned report used for training. Default: whitespace cleanup only."""
+        return " ".join(str(text).split())
+
+
+_READERS: dict[str, type[Reader]] = {}
+
+
+def register_reader(cls: type[Reader]) -> type[Reader]:
+    """Class decorator: make a reader available as ``melp prepare <cls.name>``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _READERS[cls.name] = cls
+    return cls
+
+
+def get_reader(name: str) -> type[Reader]:
+    from melp.data import readers  # noqa: F401  (imports every source module, registering them)
+
+    try:
+        return _READERS[name]
+    except KeyError:
+        raise KeyError(f"unknown source {name!r}; available: {', '.join(sorted(_READERS))}") from None
+
+
+def available_readers() -> dict[str, type[Reader]]:
+    from melp.data import readers  # noqa: F401
+
+    return dict(sorted(_READERS.items()))
