@@ -1,0 +1,384 @@
+"""The prepared store: every record read once, resampled, cropped and written to one float16 array.
+
+Layout (see docs/architecture.md)::
+
+    STORE/signals.npy        float16 (N_entries, 12, T), physical units, not normalised
+    STORE/manifest.parquet   one row per kept record; ``row`` indexes signals.npy
+    STORE/rejects.parquet    id, file, reason
+    STORE/meta.json          source, rate, seconds, n_samples, leads, tasks, counts, settings
+    STORE/.chunks/           resumable progress (settings.json + one result file per chunk)
+
+``signals.npy`` has one slot per *indexed* entry (so that workers can write without knowing
+which earlier entries will be rejected); slots of rejected entries stay zero and no manifest row
+points to them. Work is split into fixed chunks by index order. Each chunk is written into the
+preallocated memory map, flushed, and only then its small result file is written atomically,
+so a run killed at any point resumes by redoing the chunks without a result file. The output
+does not depend on the number of workers or on interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melp.data import signal as sig
+from melp.data.readers.base import BadRecord, Reader, get_reader
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+CHUNK_SIZE = 256
+_MANIFEST_FIRST = ["row", "id", "path", "patient", "source", "split", "fold", "report",
+                   "report_original", "orig_rate", "orig_length", "length"]  # fmt: skip
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be written or read as asked (message says what to do)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def process_record(
+    data: np.ndarray, leads: list[str], rate: float, target_rate: float, n_samples: int,
+    *, allow_missing_leads: bool = False, allow_flat_leads: bool = False,
+) -> tuple[np.ndarray, int] | str:  # fmt: skip
+    """Turn one raw signal ``(L, T_raw)`` into the stored form ``(12, n_samples)`` float16.
+
+    Steps: finite/flat checks, reorder leads by name, resample ``rate -> target_rate``,
+    crop/pad to ``n_samples``, float16 range check. Returns ``(signal, valid_length)`` or a
+    reason string ("category: details") when the record must be rejected.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim != 2:
+        return f"bad shape: signal has shape {data.shape}, expected (leads, samples)"
+    try:
+        data, absent = sig.reorder_leads(data, leads, missing="zero" if allow_missing_leads else "error")
+    except ValueError as err:
+        return f"wrong leads: {err}"
+    reason = sig.check_signal(data, list(sig.CANONICAL_LEADS) if not absent else None,
+                              allow_flat_leads=allow_flat_leads or bool(absent))  # fmt: skip
+    if reason:
+        return reason
+    data = sig.resample(data, rate, target_rate)
+    data, length = sig.crop_or_pad(data, n_samples)
+    peak = float(np.abs(data).max())
+    if peak > sig.FLOAT16_MAX:
+        return f"float16 overflow: |x| reaches {peak:g} > {sig.FLOAT16_MAX:g} (check the units)"
+    return data.astype(np.float16), length
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_WORKER: dict = {}
+
+
+def _init_worker(source: str, root: str, options: dict, signals_path: str) -> None:
+    _WORKER["reader"] = get_reader(source)(root, **options)
+    _WORKER["signals"] = np.load(signals_path, mmap_mode="r+")
+
+
+def _run_chunk(
+    chunk_id: int, start: int, entries: list[dict], target_rate: float, n_samples: int,
+    chunk_dir: str, flags: dict,
+) -> dict:  # fmt: skip
+    """Process entries ``start .. start+len(entries)`` into the memory map; write the result file."""
+    reader: Reader = _WORKER["reader"]
+    signals: np.ndarray = _WORKER["signals"]
+    block = np.zeros((len(entries), len(sig.CANONICAL_LEADS), n_samples), dtype=np.float16)
+    kept, rejects = [], []
+    for k, entry in enumerate(entries):
+        try:
+            raw = reader.load(entry)
+            out = process_record(raw.data, raw.leads, raw.rate, target_rate, n_samples, **flags)
+        except BadRecord as err:
+            out = str(err) or "bad record"
+        except Exception as err:  # a broken file must not stop a 800k-record run; it is reported
+            out = f"read error: {type(err).__name__}: {err}"
+        if isinstance(out, str):
+            rejects.append({"id": str(entry["id"]), "file": str(entry["path"]), "reason": out})
+            continue
+        block[k], length = out
+        kept.append({"row": start + k, "id": str(entry["id"]), "orig_rate": float(raw.rate),
+                     "orig_length": int(np.shape(raw.data)[-1]), "length": int(length)})  # fmt: skip
+    signals[start : start + len(entries)] = block  # (n_chunk, 12, T) slice of the memory map
+    signals.flush()
+    result = {"chunk": chunk_id, "start": start, "n": len(entries), "kept": kept, "rejects": rejects}
+    _atomic_write_json(Path(chunk_dir) / f"chunk_{chunk_id:07d}.json", result)
+    return result
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _settings(source, root, rate, seconds, options, entries: pd.DataFrame, chunk_size) -> dict:
+    ids = entries["id"].astype(str)
+    digest = pd.util.hash_pandas_object(ids, index=False).sum()  # order-insensitive, cheap
+    return {
+        "version": STORE_VERSION, "source": source, "root": str(Path(root).resolve()),
+        "rate": float(rate), "seconds": float(seconds), "options": {k: options[k] for k in sorted(options)},
+        "n_entries": len(entries), "ids_digest": int(digest) % (1 << 62), "chunk_size": chunk_size,
+    }  # fmt: skip
+
+
+_STORE_FILES = ("signals.npy", "manifest.parquet", "rejects.parquet", "meta.json")
+
+
+def _clear_store(out: Path) -> None:
+    """Remove the files a store consists of (never anything else in ``out``)."""
+    for name in _STORE_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / ".chunks", ignore_errors=True)
+
+
+def _prepare_output(out: Path, settings: dict, overwrite: bool) -> str:
+    """Return "done" (complete store, same settings), "resume" or "fresh"; clear if asked."""
+    settings_file = out / ".chunks" / "settings.json"
+    meta_file = out / "meta.json"
+    old = None
+    if meta_file.exists():
+        old = json.loads(meta_file.read_text()).get("settings")
+    elif settings_file.exists():
+        old = json.loads(settings_file.read_text())
+    if overwrite:
+        _clear_store(out)
+        return "fresh"
+    if old is None:
+        if any((out / name).exists() for name in _STORE_FILES):
+            raise StoreError(
+                f"{out} holds store files of an unknown version; pass --overwrite to replace them"
+            )
+        return "fresh"
+    if old != settings:
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        detail = "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff if k != "ids_digest")
+        if "ids_digest" in diff:
+            detail += "; the set of indexed records differs"
+        raise StoreError(
+            f"{out} holds a store prepared with different settings ({detail.strip('; ')}); "
+            "pass --overwrite to replace it or choose another --out"
+        )
+    return "done" if meta_file.exists() else "resume"
+
+
+def prepare(
+    source: str, root: str | Path, out: str | Path, rate: float = 100, seconds: float = 10,
+    workers: int = 0, *, chunk_size: int = CHUNK_SIZE, overwrite: bool = False,
+    allow_missing_leads: bool = False, allow_flat_leads: bool = False, progress: bool = True,
+    **reader_options,
+) -> dict:  # fmt: skip
+    """Prepare a store from raw data of ``source`` under ``root`` into folder ``out``.
+
+    rate/seconds: target sampling rate (Hz) and length (s); ``n_samples = round(rate*seconds)``.
+    workers: processes (0 or 1 = in this process). Resumable and idempotent (see module doc).
+    allow_missing_leads: zero-fill absent leads instead of rejecting the record.
+    Returns the ``counts`` dict written to meta.json (kept, rejected, missing, by reason).
+    """
+    out = Path(out)
+    reader = get_reader(source)(root, **reader_options)
+    index = reader.index()
+    entries = index.entries.reset_index(drop=True)
+    if entries["id"].astype(str).duplicated().any():
+        dup = entries["id"][entries["id"].astype(str).duplicated()].iloc[0]
+        raise StoreError(f"{source}: reader returned duplicate id {dup!r}; ids must be unique")
+    n_samples = int(round(rate * seconds))
+    options = dict(reader_options, allow_missing_leads=allow_missing_leads, allow_flat_leads=allow_flat_leads)
+    settings = _settings(source, root, rate, seconds, options, entries, chunk_size)
+    state = _prepare_output(out, settings, overwrite)
+    if state == "done":
+        meta = json.loads((out / "meta.json").read_text())
+        log.info("%s is already complete with these settings; nothing to do", out)
+        return meta["counts"]
+
+    chunk_dir = out / ".chunks"
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    signals_path = out / "signals.npy"
+    shape = (max(len(entries), 1), len(sig.CANONICAL_LEADS), n_samples)
+    if state == "fresh" or not signals_path.exists():
+        np.lib.format.open_memmap(signals_path, mode="w+", dtype=np.float16, shape=shape).flush()
+        for stale in chunk_dir.glob("chunk_*.json"):
+            stale.unlink()
+        _atomic_write_json(chunk_dir / "settings.json", settings)
+
+    results = _run_all(source, root, reader_options, entries, rate, n_samples, chunk_size, chunk_dir,
+                       signals_path, workers, progress,
+                       {"allow_missing_leads": allow_missing_leads, "allow_flat_leads": allow_flat_leads})  # fmt: skip
+    counts = _finish(out, reader, source, entries, index, results, settings, n_samples)
+    return counts
+
+
+def _run_all(source, root, reader_options, entries, rate, n_samples, chunk_size, chunk_dir, signals_path,
+             workers, progress, flags) -> list[dict]:  # fmt: skip
+    records = entries.to_dict("records")
+    chunks = [(c, s, records[s : s + chunk_size]) for c, s in enumerate(range(0, len(records), chunk_size))]
+    results: dict[int, dict] = {}
+    for c, _, _ in chunks:
+        f = chunk_dir / f"chunk_{c:07d}.json"
+        if f.exists():
+            results[c] = json.loads(f.read_text())
+    todo = [ch for ch in chunks if ch[0] not in results]
+    if results:
+        log.info("resuming: %d of %d chunks already done", len(results), len(chunks))
+    bar = _progress(len(records), progress, initial=sum(r["n"] for r in results.values()))
+    init = (source, str(root), dict(reader_options), str(signals_path))
+    if workers <= 1:
+        _init_worker(*init)
+        try:
+            for c, s, ents in todo:
+                results[c] = _run_chunk(c, s, ents, rate, n_samples, str(chunk_dir), flags)
+                bar.update(len(ents))
+        finally:
+            _WORKER.clear()
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=init) as pool:
+            futures = [
+                pool.submit(_run_chunk, c, s, e, rate, n_samples, str(chunk_dir), flags) for c, s, e in todo
+            ]
+            for fut in futures:
+                res = fut.result()
+                results[res["chunk"]] = res
+                bar.update(res["n"])
+    bar.close()
+    return [results[c] for c, _, _ in chunks]
+
+
+def _progress(total: int, enabled: bool, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="rec", desc="prepare", leave=False)
+
+
+def _finish(out: Path, reader: Reader, source, entries, index, results, settings, n_samples) -> dict:
+    kept = pd.DataFrame([k for r in results for k in r["kept"]],
+                        columns=["row", "id", "orig_rate", "orig_length", "length"])  # fmt: skip
+    rejects = [*index.rejects, *(x for r in results for x in r["rejects"])]
+    ent = entries.copy()
+    ent["id"] = ent["id"].astype(str)
+    manifest = kept.merge(ent, on="id", how="left", validate="one_to_one")
+    manifest["source"] = source
+    manifest["report_original"] = manifest["report"].fillna("").astype(str)
+    manifest["report"] = [reader.normalize_report(t) for t in manifest["report_original"]]
+    manifest["fold"] = manifest["fold"].astype("Int64")
+    for task in reader.tasks:
+        col = f"labels_{task}"
+        if col not in manifest:
+            raise StoreError(f"{source}: reader declares task {task!r} but its index has no column {col}")
+        manifest[col] = [list(v) if isinstance(v, list | tuple | np.ndarray) else [] for v in manifest[col]]
+    rest = [c for c in manifest.columns if c not in _MANIFEST_FIRST]
+    manifest = manifest[_MANIFEST_FIRST + rest].sort_values("row", kind="stable").reset_index(drop=True)
+    rej = pd.DataFrame(rejects, columns=["id", "file", "reason"]).astype(str)
+
+    by_reason = Counter(r.split(":", 1)[0] for r in rej["reason"])
+    counts = {
+        "kept": len(manifest), "rejected": len(rej), "missing": len(index.missing),
+        "rejected_by_reason": dict(sorted(by_reason.items())), "missing_examples": list(index.missing[:5]),
+        "splits": {str(k): int(v) for k, v in manifest["split"].fillna("none").value_counts().sort_index().items()},
+    }  # fmt: skip
+    meta = {
+        "source": source, "rate": settings["rate"], "seconds": settings["seconds"], "n_samples": n_samples,
+        "leads": list(sig.CANONICAL_LEADS), "tasks": reader.tasks, "counts": counts, "settings": settings,
+        "n_slots": int(np.load(out / "signals.npy", mmap_mode="r").shape[0]), "version": STORE_VERSION,
+    }  # fmt: skip
+    _atomic_write_parquet(out / "manifest.parquet", manifest)
+    _atomic_write_parquet(out / "rejects.parquet", rej)
+    _atomic_write_json(out / "meta.json", meta)  # written last: its presence marks completion
+    _summarise(source, counts, index.missing)
+    return counts
+
+
+def _summarise(source: str, counts: dict, missing: list[str]) -> None:
+    log.info("%s: kept %d records, rejected %d", source, counts["kept"], counts["rejected"])
+    for reason, n in counts["rejected_by_reason"].items():
+        log.info("  rejected (%s): %d", reason, n)
+    if missing:
+        more = f", ... ({len(missing) - 3} more)" if len(missing) > 3 else ""
+        log.info(
+            "  %d listed records have no file on disk (e.g. %s%s)", len(missing), ", ".join(missing[:3]), more
+        )
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class ECGStore:
+    """Read-only access to a prepared store. ``i`` everywhere is a manifest position (0..len-1).
+
+    Attributes: ``manifest`` (DataFrame), ``meta`` (dict), ``signals`` (float16 memmap
+    ``(N_slots, 12, T)``), ``rate`` (Hz), ``n_samples`` (T).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_file = self.path / "meta.json"
+        if not meta_file.exists():
+            hint = (
+                " (an interrupted `melp prepare`? rerun it to finish)"
+                if (self.path / ".chunks").exists()
+                else ""
+            )
+            raise StoreError(f"{self.path} is not a complete melp store: no meta.json{hint}")
+        self.meta = json.loads(meta_file.read_text())
+        self.manifest = pd.read_parquet(self.path / "manifest.parquet")
+        self.signals = np.load(self.path / "signals.npy", mmap_mode="r")
+        self.rate = float(self.meta["rate"])
+        self.n_samples = int(self.meta["n_samples"])
+        self._rows = self.manifest["row"].to_numpy(np.int64)
+        self._lengths = self.manifest["length"].to_numpy(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    @property
+    def tasks(self) -> dict[str, list[str]]:
+        """Task name -> ordered class names."""
+        return {k: list(v) for k, v in self.meta.get("tasks", {}).items()}
+
+    @property
+    def rejects(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "rejects.parquet")
+
+    def signal(self, i: int) -> tuple[np.ndarray, int]:
+        """Record ``i``: ``(float32 (12, T) raw units, valid length)``; samples >= length are 0."""
+        return np.asarray(self.signals[self._rows[i]], dtype=np.float32), int(self._lengths[i])
+
+    def length(self, i: int) -> int:
+        return int(self._lengths[i])
+
+    def select(self, split: str | None = None, folds: list[int] | None = None) -> np.ndarray:
+        """Manifest positions with the given split and/or folds (both None = all), ascending."""
+        keep = np.ones(len(self), dtype=bool)
+        if split is not None:
+            keep &= (self.manifest["split"] == split).fillna(False).to_numpy(bool)
+        if folds is not None:
+            keep &= self.manifest["fold"].isin(list(folds)).fillna(False).to_numpy(bool)
+        return np.flatnonzero(keep)
+
+    def __repr__(self) -> str:
+        return f"ECGStore({str(self.path)!r}, n={len(self)}, rate={self.rate:g}, n_samples={self.n_samples})"
