@@ -1,0 +1,71 @@
+"""Zero-shot classification with prompt ensembling.
+
+A class embedding is the re-normalised mean of the text latents of all its phrasings
+(prompt ensembling); an ECG's score for a class is the cosine between its ECG latent z_e and
+that class embedding (spec §6: no temperature, no softmax).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from melp.eval.prompts import load_prompts, prompts_for
+
+__all__ = ["build_classifier", "zero_shot_logits", "eval_mode"]
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode and under ``torch.no_grad`` for the block, then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def build_classifier(
+    model: Any,
+    classes: list[str],
+    prompts: dict[str, list[str]] | str | Path | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Zero-shot class embeddings from prompts.
+
+    Args:
+        model: a MELP model (uses ``model.encode_text(list[str]) -> (B, D)`` unit-norm).
+        classes: K class codes, in the order of the label columns.
+        prompts: ``{code: [phrasing, ...]}``, a path to such a JSON, or None for the shipped file.
+        batch_size: phrasings encoded per call.
+    Returns:
+        (D, K) float tensor on the model's device; column k is the unit-norm mean of the
+        text latents of class k's phrasings.
+    """
+    table = prompts if isinstance(prompts, dict) else load_prompts(prompts)
+    phrasings = prompts_for(classes, table)
+    flat = [p.lower() for group in phrasings for p in group]
+    owner = torch.tensor([k for k, group in enumerate(phrasings) for _ in group])  # (P,)
+    with eval_mode(model):
+        latents = torch.cat(
+            [model.encode_text(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)]
+        ).float()  # (P, D)
+    owner = owner.to(latents.device)
+    sums = torch.zeros(len(classes), latents.shape[1], device=latents.device)
+    sums.index_add_(0, owner, latents)  # (K, D)
+    counts = torch.bincount(owner, minlength=len(classes)).clamp_min(1).unsqueeze(1)
+    means = sums / counts
+    return torch.nn.functional.normalize(means, dim=1).T.contiguous()  # (D, K)
+
+
+def zero_shot_logits(model: Any, ecg: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """Cosine scores (B, K) of ECGs (B, 12, T) against a (D, K) classifier from ``build_classifier``."""
+    with eval_mode(model):
+        z = model.encode_ecg(ecg).float()  # (B, D) unit norm
+    return z @ classifier.to(z.device, z.dtype)  # (B, K)
