@@ -1,0 +1,137 @@
+"""MIMIC-IV-ECG v1.0 (PhysioNet): the pretraining corpus.
+
+Layout (as downloaded)::
+
+    ROOT/record_list.csv            subject_id, study_id, file_name, ecg_time, path
+    ROOT/machine_measurements.csv   subject_id, study_id, ..., report_0 ... report_17, ...
+    ROOT/files/pNNNN/pSUBJECT/sSTUDY/STUDY.{hea,dat}   WFDB, 12 leads, 500 Hz, 5000 samples
+
+Reports are built as in the paper's code (spec section 1.1), see :func:`build_report`.
+Records whose report has fewer than 4 words are rejected with that reason. The split is by
+patient: unique ``subject_id`` values are split 98/2 into train/val with scikit-learn's
+``train_test_split(random_state=42)``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from melp.data.readers.base import Index, Reader, Signal, register_reader
+from melp.data.readers.generic import (
+    bad_text_reason,
+    drop_duplicate_ids,
+    read_text_csv,
+    read_wfdb,
+)
+
+REPORT_COLUMNS = [f"report_{i}" for i in range(18)]
+MIN_WORDS = 4
+
+
+def join_statements(values: list) -> str:
+    """Step 1 of spec 1.1: the non-missing statements in column order joined with ``". "``."""
+    return ". ".join(str(v) for v in values if v is not None and not pd.isna(v) and str(v) != "")
+
+
+def clean_report(joined: str) -> str:
+    """Steps 2-5 of spec 1.1 on an already joined report.
+
+    EKG->ECG (both cases), strip the character sets {space, ``*``} then {``=``, ``-``} from both
+    ends, lower-case, whitespace runs (incl. newline/tab) to one space, append ``"."``. An empty
+    result is ``"empty"``. (The reference only maps \\n, \\r, \\t to spaces and keeps repeated
+    spaces; collapsing them does not change the BERT tokens.)
+    """
+    text = joined.replace("EKG", "ECG").replace("ekg", "ecg")
+    text = text.strip(" *").strip("=-").lower()
+    words = text.split()
+    return " ".join(words) + "." if words else "empty"
+
+
+def build_report(values: list) -> str:
+    """Report of one ``machine_measurements`` row from its report_0..report_17 values.
+
+    >>> build_report(["Sinus rhythm", None, "Normal EKG"])
+    'sinus rhythm. normal ecg.'
+    """
+    return clean_report(join_statements(values))
+
+
+def report_word_count(report: str) -> int:
+    """Whitespace tokens of a cleaned report (``"empty"`` counts 0)."""
+    return 0 if report == "empty" else len(report.split())
+
+
+def patient_split(subjects: list[str], val_fraction: float = 0.02, seed: int = 42) -> dict[str, str]:
+    """Unique subject ids (in first-appearance order) -> "train"/"val", as the reference does."""
+    unique = list(dict.fromkeys(subjects))
+    if len(unique) < 2:
+        return dict.fromkeys(unique, "train")
+    train, val = train_test_split(unique, test_size=val_fraction, random_state=seed)
+    return {**dict.fromkeys(train, "train"), **dict.fromkeys(val, "val")}
+
+
+@register_reader
+class MimicReader(Reader):
+    """MIMIC-IV-ECG: WFDB records with machine-statement reports; patient-level 98/2 split.
+
+    Options: ``val_fraction`` (0.02), ``seed`` (42).
+    """
+
+    name = "mimic"
+    description = "MIMIC-IV-ECG v1.0 (record_list.csv, machine_measurements.csv, files/...): pretraining"
+
+    def index(self) -> Index:
+        rec_csv, mm_csv = self.root / "record_list.csv", self.root / "machine_measurements.csv"
+        for p in (rec_csv, mm_csv):
+            if not p.exists():
+                raise FileNotFoundError(f"mimic: {p} not found; ROOT must be the MIMIC-IV-ECG folder")
+        records = read_text_csv(rec_csv, usecols=["subject_id", "study_id", "path"])
+        mm = read_text_csv(mm_csv)
+        absent = [c for c in ["subject_id", "study_id", *REPORT_COLUMNS] if c not in mm.columns]
+        if absent:
+            raise ValueError(f"{mm_csv}: missing columns {absent}")
+        rejects: list[dict] = []
+        for df in (records, mm):
+            df["id"] = df["subject_id"].str.strip() + "_" + df["study_id"].str.strip()
+        paths = dict(zip(records["id"], records["path"].str.strip()))
+        report_vals = mm[REPORT_COLUMNS].to_numpy()
+        rows = []
+        for i, (rid, subject) in enumerate(zip(mm["id"], mm["subject_id"].str.strip())):
+            joined = join_statements([v if v != "" else None for v in report_vals[i]])
+            rel = paths.get(rid)
+            file = rel + ".hea" if rel else "machine_measurements.csv"
+            reason = bad_text_reason(joined)
+            if reason is None and rel is None:
+                reason = "no record: study absent from record_list.csv"
+            if reason is None and report_word_count(clean_report(joined)) < MIN_WORDS:
+                reason = f"short report: under {MIN_WORDS} words ({clean_report(joined)!r})"
+            if reason:
+                rejects.append({"id": rid, "file": file, "reason": reason})
+                continue
+            rows.append({"id": rid, "path": file, "patient": subject, "report": joined})
+        entries = pd.DataFrame(rows, columns=["id", "path", "patient", "report"])
+        entries = drop_duplicate_ids(entries, rejects)
+        # Split before dropping absent files, so it does not depend on what was downloaded.
+        split = patient_split(
+            entries["patient"].tolist(),
+            float(self.options.get("val_fraction", 0.02)),
+            int(self.options.get("seed", 42)),
+        )
+        entries["split"] = entries["patient"].map(split)
+        entries["fold"] = None
+        # MIMIC names its signal file STUDY.dat next to STUDY.hea; stat both (no header parsing).
+        present = [
+            (self.root / p).exists() and (self.root / p).with_suffix(".dat").exists() for p in entries["path"]
+        ]
+        missing = entries.loc[[not k for k in present], "path"].tolist()
+        entries = entries.loc[present].reset_index(drop=True)
+        cols = ["id", "path", "patient", "split", "fold", "report"]
+        return Index(entries=entries[cols], missing=missing, rejects=rejects)
+
+    def normalize_report(self, text: str) -> str:
+        """Spec 1.1 cleaning of the joined statements (see :func:`clean_report`)."""
+        return clean_report(text)
+
+    def load(self, entry: dict) -> Signal:
+        return read_wfdb((self.root / entry["path"]).with_suffix(""))
