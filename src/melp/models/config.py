@@ -1,0 +1,155 @@
+"""MELP model configuration: defaults, deep merge of overrides, strict validation.
+
+A config is a plain nested dict (JSON-serialisable). Sections and keys (defaults = the paper):
+
+* top level: ``name``, ``embed_dim`` (D of the shared space, 256), ``max_sentences`` (M, sentence
+  slots per report in the forward outputs), ``logit_scale_init`` (ln(1/0.07)), ``logit_scale_max``
+  (ln 100).
+* ``ecg``: ``type`` (``wav2vec2`` | ``resnet1d``), ``sample_rate`` (Hz), ``n_samples`` (input length),
+  ``in_leads`` and the type's own keys (see ``ECG_DEFAULTS``).
+* ``text``: ``name_or_path`` (HF folder / hub id / ``"minilm"``), ``from_config`` (``null`` = load the
+  checkpoint's weights in ``create_model``; a dict of ``BertConfig`` overrides = random init),
+  ``causal``, ``max_length`` (tokenizer length before dropping ``[CLS]``), ``freeze_layers``.
+* ``heads``: beat pooler queries/heads, caption pooler queries/heads.
+* ``decoder``: ``layers``, ``heads``, ``mlp_ratio`` (width = the text model's hidden size).
+
+Unknown keys, wrong types and a wrong ``ecg.type`` raise ``ValueError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+TOP_DEFAULTS: dict[str, Any] = {
+    "name": "custom",
+    "embed_dim": 256,
+    "max_sentences": 20,
+    "logit_scale_init": math.log(1 / 0.07),
+    "logit_scale_max": math.log(100.0),
+}
+
+ECG_COMMON: dict[str, Any] = {"type": "wav2vec2", "sample_rate": 500, "n_samples": 5000, "in_leads": 12}
+
+ECG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "wav2vec2": {
+        "conv_layers": [[256, 2, 2], [256, 2, 2], [256, 2, 2], [256, 2, 2]],
+        "width": 768,
+        "layers": 8,
+        "heads": 12,
+        "ffn": 3072,
+        "pos_conv_kernel": 128,
+        "pos_conv_groups": 16,
+        "dropout": 0.1,
+        "attention_dropout": 0.1,
+        "activation_dropout": 0.0,
+        "dropout_input": 0.1,
+        "conv_grad_scale": 0.1,
+    },
+    "resnet1d": {"channels": [64, 128, 256, 512], "blocks": [2, 2, 2, 2], "stem_kernel": 7},
+}
+
+TEXT_DEFAULTS: dict[str, Any] = {
+    "name_or_path": "minilm",
+    "from_config": None,
+    "causal": True,
+    "max_length": 128,
+    "freeze_layers": 0,
+}
+
+HEADS_DEFAULTS: dict[str, Any] = {
+    "n_beat_queries": 12,
+    "beat_heads": 8,
+    "n_caption_queries": 128,
+    "caption_heads": 8,
+}
+
+DECODER_DEFAULTS: dict[str, Any] = {"layers": 6, "heads": 8, "mlp_ratio": 4.0}
+
+SECTIONS = ("ecg", "text", "heads", "decoder")
+
+
+def _check_keys(given: dict, allowed: dict, where: str, source: str) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)} (fix the config/override)"
+        )
+
+
+def _check_type(value: Any, default: Any, key: str, source: str) -> None:
+    if default is None or value is None and key == "text.from_config":
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "from_config":
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_config(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` and fill in defaults; returns a new, complete config dict.
+
+    Args:
+        config: partial or complete nested config.
+        source: where it came from (file name), used in error messages.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: a MELP config must be a JSON object, got {type(config).__name__}")
+    _check_keys(config, {**TOP_DEFAULTS, **dict.fromkeys(SECTIONS)}, "the top level", source)
+    out: dict[str, Any] = {}
+    for k, d in TOP_DEFAULTS.items():
+        out[k] = config.get(k, d)
+        _check_type(out[k], d, k, source)
+    for sec in SECTIONS:
+        if config.get(sec) is not None and not isinstance(config[sec], dict):
+            raise ValueError(f"{source}: section {sec!r} must be an object")
+    ecg_in = dict(config.get("ecg") or {})
+    etype = ecg_in.get("type", ECG_COMMON["type"])
+    if etype not in ECG_DEFAULTS:
+        raise ValueError(f"{source}: ecg.type={etype!r} unknown; choose one of {sorted(ECG_DEFAULTS)}")
+    sections = {
+        "ecg": {**ECG_COMMON, **ECG_DEFAULTS[etype]},
+        "text": TEXT_DEFAULTS,
+        "heads": HEADS_DEFAULTS,
+        "decoder": DECODER_DEFAULTS,
+    }
+    for sec, defaults in sections.items():
+        given = dict(config.get(sec) or {})
+        _check_keys(given, defaults, f"section {sec!r}", source)
+        out[sec] = {}
+        for k, d in defaults.items():
+            out[sec][k] = copy.deepcopy(given.get(k, d))
+            _check_type(out[sec][k], d, f"{sec}.{k}", source)
+    fc = out["text"]["from_config"]
+    if fc is not None and not isinstance(fc, dict):
+        raise ValueError(f"{source}: text.from_config must be null or an object of BertConfig overrides")
+    if etype == "wav2vec2":
+        for layer in out["ecg"]["conv_layers"]:
+            if not (isinstance(layer, list) and len(layer) == 3 and all(isinstance(v, int) for v in layer)):
+                raise ValueError(
+                    f"{source}: ecg.conv_layers entries must be [channels, kernel, stride], got {layer!r}"
+                )
+    for key in ("embed_dim", "max_sentences"):
+        if out[key] <= 0:
+            raise ValueError(f"{source}: {key} must be positive")
+    if out["text"]["max_length"] < 3:
+        raise ValueError(f"{source}: text.max_length must be >= 3 ([BOS], a token, [SEP])")
+    return out

@@ -1,0 +1,273 @@
+"""The assembled MELP model: ECG tower + poolers, causal text tower, caption decoder.
+
+Dimensions: ``B`` batch, ``L`` leads, ``T`` samples, ``N`` ECG tokens, ``C`` ECG width,
+``S`` text positions, ``H`` text width, ``D`` shared embedding width, ``Q`` beat queries,
+``M`` sentence slots, ``V`` vocabulary.
+
+Which embedding for which use (see also docs/model.md):
+
+* ``encode_ecg`` / ``embed()["rhythm"]`` normalised -> zero-shot classification and retrieval
+  (cosine with ``encode_text``), the CLIP space.
+* ``embed()["beats"]`` (B, Q, D) -> beat-level analysis, sentence/beat attention.
+* ``embed()["probe"]`` (B, D) -> linear probing (pre-P, un-normalised; spec §3.4 / D21).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from melp.models.config import resolve_config
+from melp.models.decoder import CaptionDecoder
+from melp.models.poolers import AttentionalPooler
+from melp.models.resnet1d import ResNet1dEncoder
+from melp.models.sentences import pool_sentences, sentence_index
+from melp.models.wav2vec2 import Wav2Vec2Encoder
+from melp.text.encoder import TextTower, build_bert
+from melp.text.tokenizer import (
+    bos_id,
+    load_tokenizer,
+    resolve_text_path,
+    sentence_separator_id,
+    special_token_table,
+    tokenize_reports,
+)
+
+ENCODERS = {"wav2vec2": Wav2Vec2Encoder, "resnet1d": ResNet1dEncoder}
+
+
+def text_hf_config(text_cfg: dict, tokenizer):
+    """``BertConfig`` for a randomly initialised text tower (no network).
+
+    Base = the ``config.json`` of ``text.name_or_path`` when it is a local folder, else BERT-base
+    defaults; then ``text.from_config`` overrides; vocabulary size and pad id from the tokenizer.
+    """
+    from transformers import BertConfig
+
+    path = Path(resolve_text_path(text_cfg["name_or_path"]))
+    base = BertConfig.from_pretrained(str(path)) if (path / "config.json").is_file() else BertConfig()
+    cfg = base.to_dict()
+    cfg.update(text_cfg.get("from_config") or {})
+    cfg.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    for k in ("architectures", "model_type", "transformers_version"):
+        cfg.pop(k, None)
+    return BertConfig(**cfg)
+
+
+class MELPModel(nn.Module):
+    """MELP (ECG tower, text tower, poolers, caption decoder) built from a config dict.
+
+    Args:
+        config: a (partial) MELP config; validated with :func:`melp.models.config.resolve_config`.
+        tokenizer: optional pre-loaded tokenizer (default: load ``text.name_or_path`` offline).
+        text_model: optional pre-built ``BertModel`` (e.g. pretrained weights); default: random
+            init from :func:`text_hf_config`. The constructor never touches the network.
+    """
+
+    def __init__(self, config: dict, tokenizer=None, text_model=None):
+        super().__init__()
+        self.config = resolve_config(
+            config, config.get("name", "config") if isinstance(config, dict) else "config"
+        )
+        cfg = self.config
+        tcfg, hcfg, dcfg = cfg["text"], cfg["heads"], cfg["decoder"]
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tcfg["name_or_path"])
+        if text_model is None:
+            text_model = build_bert(text_hf_config(tcfg, self.tokenizer))
+        vocab = text_model.config.vocab_size
+        if vocab < len(self.tokenizer):
+            raise ValueError(
+                f"text model vocabulary ({vocab}) is smaller than the tokenizer's ({len(self.tokenizer)})"
+            )
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.eos_id = int(self.tokenizer.sep_token_id)
+        self.cls_id = int(self.tokenizer.cls_token_id)
+        self.bos_id = bos_id(self.tokenizer)
+        self.dot_id = sentence_separator_id(self.tokenizer)
+        self.register_buffer("special_ids", special_token_table(self.tokenizer, vocab), persistent=False)
+
+        d = cfg["embed_dim"]
+        self.ecg_encoder = ENCODERS[cfg["ecg"]["type"]](cfg["ecg"])
+        c = self.ecg_encoder.width
+        self.text = TextTower(text_model, causal=tcfg["causal"], freeze_layers=tcfg["freeze_layers"])
+        h = self.text.hidden_size
+        self.beat_pooler = AttentionalPooler(d, c, hcfg["beat_heads"], hcfg["n_beat_queries"])
+        self.beat_norm = nn.LayerNorm(d)
+        self.beat_proj = nn.Parameter(torch.randn(d, d) * c**-0.5)  # P (D, D), no bias
+        self.caption_pooler = AttentionalPooler(h, c, hcfg["caption_heads"], hcfg["n_caption_queries"])
+        self.caption_norm = nn.LayerNorm(h)
+        self.text_proj = nn.Sequential(nn.Linear(h, d), nn.GELU(), nn.Linear(d, d))
+        self.sent_proj = nn.Linear(h, d)
+        self.decoder = CaptionDecoder(h, dcfg["layers"], dcfg["heads"], dcfg["mlp_ratio"], vocab)
+        self.logit_scale = nn.Parameter(torch.tensor(float(cfg["logit_scale_init"])))
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Reports -> ``{"input_ids", "attention_mask"}`` LongTensors (B, text.max_length - 1), on CPU."""
+        return tokenize_reports(self.tokenizer, texts, self.config["text"]["max_length"])
+
+    def _check_ecg(self, ecg: torch.Tensor) -> torch.Tensor:
+        leads = self.config["ecg"]["in_leads"]
+        if ecg.ndim != 3 or ecg.shape[1] != leads:
+            raise ValueError(
+                f"ecg must be (B, {leads}, T) in the canonical lead order, got {tuple(ecg.shape)}"
+            )
+        return ecg.to(device=self.device, dtype=self.logit_scale.dtype)
+
+    # ------------------------------------------------------------------ towers
+    def ecg_tokens(self, ecg: torch.Tensor) -> torch.Tensor:
+        """ECG (B, L, T) -> encoder tokens (B, N, C)."""
+        return self.ecg_encoder(self._check_ecg(ecg))
+
+    def _beats(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.beat_norm(self.beat_pooler(tokens))  # (B, Q, D) pre-P
+        return pooled, pooled @ self.beat_proj  # (B, Q, D) after P
+
+    def caption_context(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Caption tokens (B, n, H) for the decoder from encoder tokens (B, N, C)."""
+        return self.caption_norm(self.caption_pooler(tokens))
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Token features (B, S, H) and the end-of-sequence ``[CLS]`` feature (B, H) (spec §2.3)."""
+        b = input_ids.shape[0]
+        cls = torch.full((b, 1), self.cls_id, dtype=input_ids.dtype, device=input_ids.device)
+        ids = torch.cat([input_ids, cls], dim=1)  # (B, S+1): [CLS] after the pads
+        mask = torch.cat([attention_mask, torch.ones_like(cls)], dim=1)
+        hidden = self.text(ids, mask)  # (B, S+1, H)
+        return hidden[:, :-1], hidden[:, -1]
+
+    # ------------------------------------------------------------------ training forward
+    def forward(self, ecg: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        """Training forward; returns the named outputs consumed by :class:`melp.losses.MELPLoss`.
+
+        Args:
+            ecg: (B, L, T) float; input_ids / attention_mask: (B, S) from :meth:`tokenize`.
+
+        Returns:
+            ``ecg_latent (B, D)``, ``text_latent (B, D)`` (unit norm), ``logit_scale ()`` (= exp(l)),
+            ``beats (B, Q, D)``, ``sentences (B, M, D)``, ``sentence_mask (B, M)``,
+            ``caption_logits (B, S-1, V)``, ``caption_targets (B, S-1)``, ``pad_id`` (int).
+        """
+        input_ids = input_ids.to(self.device, torch.long)
+        attention_mask = attention_mask.to(self.device)
+        tokens = self.ecg_tokens(ecg)
+        _, beats = self._beats(tokens)
+        ctx = self.caption_context(tokens)
+        feats, cls = self.text_features(input_ids, attention_mask)
+        sent, sent_mask = pool_sentences(
+            feats, input_ids, attention_mask, self.special_ids, self.dot_id, self.config["max_sentences"]
+        )
+        sentences = self.sent_proj(sent) * sent_mask[..., None].to(sent.dtype)  # zero unused slots
+        logits = self.decoder(feats[:, :-1], ctx)  # (B, S-1, V)
+        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, self.pad_id)
+        return {
+            "ecg_latent": F.normalize(beats.mean(1), dim=-1),
+            "text_latent": F.normalize(self.text_proj(cls), dim=-1),
+            "logit_scale": self.logit_scale.exp(),
+            "beats": beats,
+            "sentences": sentences,
+            "sentence_mask": sent_mask,
+            "caption_logits": logits,
+            "caption_targets": targets,
+            "pad_id": self.pad_id,
+        }
+
+    # ------------------------------------------------------------------ inference API
+    def encode_ecg(self, ecg: torch.Tensor) -> torch.Tensor:
+        """ECG (B, L, T) -> z_e (B, D), unit norm (zero-shot / retrieval)."""
+        return F.normalize(self._beats(self.ecg_tokens(ecg))[1].mean(1), dim=-1)
+
+    def encode_text(self, texts) -> torch.Tensor:
+        """Reports (list of str, or a :meth:`tokenize` dict) -> z_t (B, D), unit norm."""
+        enc = self.tokenize(list(texts)) if not isinstance(texts, dict) else texts
+        ids = enc["input_ids"].to(self.device, torch.long)
+        _, cls = self.text_features(ids, enc["attention_mask"].to(self.device))
+        return F.normalize(self.text_proj(cls), dim=-1)
+
+    def embed(self, ecg: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ECG embeddings: ``rhythm`` (B, D) mean of beats after P (un-normalised), ``beats``
+        (B, Q, D) after P, ``probe`` (B, D) mean over queries before P (linear probing)."""
+        pre, beats = self._beats(self.ecg_tokens(ecg))
+        return {"rhythm": beats.mean(1), "beats": beats, "probe": pre.mean(1)}
+
+    def clamp_logit_scale(self) -> None:
+        """Clamp l to [0, logit_scale_max]; call after every optimizer step."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, float(self.config["logit_scale_max"]))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters to exclude from weight decay: 1-D tensors, query tokens, logit scale (D15)."""
+        return {
+            n
+            for n, p in self.named_parameters()
+            if p.ndim <= 1 or n.endswith("pooler.query") or n == "logit_scale"
+        }
+
+    @property
+    def frame_rate(self) -> float:
+        """ECG tokens per second of signal."""
+        return self.config["ecg"]["sample_rate"] / self.ecg_encoder.stride
+
+    @torch.no_grad()
+    def attention_maps(self, ecg: torch.Tensor, report: str) -> dict:
+        """Attention maps of one ECG (L, T) or (1, L, T) and its report.
+
+        Returns ``beat_time`` (Q, N) head-averaged attention of each beat query over the ECG tokens,
+        ``sentence_beat`` (n_s, Q) the beat-loss attention beta of each sentence over the beats,
+        ``sentences`` (n_s decoded sentences), ``frame_rate`` (tokens per second).
+        """
+        from melp.losses.beat import beat_attention
+
+        x = ecg if ecg.ndim == 3 else ecg[None]
+        tokens = self.ecg_tokens(x[:1])
+        beat_time = self.beat_pooler.attention_weights(tokens)[0]  # (Q, N)
+        _, beats = self._beats(tokens)
+        enc = self.tokenize([report])
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        feats, _ = self.text_features(ids, mask)
+        m = self.config["max_sentences"]
+        sent, smask = pool_sentences(feats, ids, mask, self.special_ids, self.dot_id, m)
+        sentences = self.sent_proj(sent)[0][smask[0]]  # (n_s, D)
+        idx, keep = sentence_index(ids, mask, self.special_ids, self.dot_id)
+        texts = [
+            self.tokenizer.decode(ids[0][keep[0] & (idx[0] == k)].tolist())
+            for k in range(int(smask[0].sum()))
+        ]
+        return {
+            "beat_time": beat_time,
+            "sentence_beat": beat_attention(beats[0], sentences),
+            "sentences": texts,
+            "frame_rate": self.frame_rate,
+        }
+
+    def generate(
+        self, ecg: torch.Tensor, strategy: str = "beam", max_length: int = 30, **kwargs
+    ) -> list[str]:
+        """Generate reports for ECGs (B, L, T); see :func:`melp.models.generation.generate`."""
+        from melp.models.generation import generate
+
+        return generate(self, ecg, strategy=strategy, max_length=max_length, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json``, ``model.safetensors``, ``text_config.json`` and ``tokenizer/``."""
+        from melp.models.io import save_model
+
+        save_model(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path) -> MELPModel:
+        """Load a folder written by :meth:`save_pretrained` (or a hub id holding one)."""
+        from melp.models.io import load_model
+
+        return load_model(name_or_path)
+
+    def extra_repr(self) -> str:
+        return f"name={self.config['name']!r}"

@@ -1,0 +1,69 @@
+"""ResNet-1d-18 ECG encoder (MERL-style baseline), returning a token sequence (B, N, C).
+
+Stem Conv1d(k=``stem_kernel``, stride 2) -> BN -> ReLU -> MaxPool(3, 2), then four stages of basic
+blocks ([2, 2, 2, 2] by default, channels 64-512, strides 1, 2, 2, 2). The final feature map
+(B, 512, N) is returned transposed as tokens (B, N, 512) so the same attentional poolers apply.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock1d(nn.Module):
+    """Two 3-tap convs with BN/ReLU and an identity (or 1x1 strided) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = (
+            nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm1d(c_out))
+            if stride != 1 or c_in != c_out
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, N) -> (B, C_out, N / stride)."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet1dEncoder(nn.Module):
+    """ResNet-1d encoder. Config keys: ``in_leads``, ``channels``, ``blocks``, ``stem_kernel``."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        chans, blocks = cfg["channels"], cfg["blocks"]
+        if len(chans) != len(blocks):
+            raise ValueError(
+                f"resnet1d config: channels {chans} and blocks {blocks} must have the same length"
+            )
+        k = cfg["stem_kernel"]
+        self.stem = nn.Sequential(
+            nn.Conv1d(cfg["in_leads"], chans[0], k, stride=2, padding=k // 2, bias=False),
+            nn.BatchNorm1d(chans[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool1d(3, stride=2, padding=1),
+        )
+        stages, c_in = [], chans[0]
+        for i, (c, n) in enumerate(zip(chans, blocks)):
+            layers = [BasicBlock1d(c_in, c, 1 if i == 0 else 2)]
+            layers += [BasicBlock1d(c, c, 1) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layers))
+            c_in = c
+        self.stages = nn.Sequential(*stages)
+        self.width = c_in
+        self.stride = 4 * 2 ** (len(chans) - 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ECG (B, L, T) -> tokens (B, N, C) with N ~ T / 32."""
+        return self.stages(self.stem(x)).transpose(1, 2)  # (B, C, N) -> (B, N, C)

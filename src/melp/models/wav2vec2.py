@@ -1,0 +1,170 @@
+"""wav2vec 2.0-style ECG encoder (spec §3.1-3.2).
+
+Dimensions: ``B`` batch, ``L`` leads, ``T`` samples, ``N`` frames (ECG tokens), ``C`` stem
+channels, ``D`` transformer width. Input (B, L, T) -> output tokens (B, N, D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from melp.models.attention import MultiHeadAttention
+
+
+class _GradScale(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Return ``x`` unchanged; gradients flowing back through it are multiplied by ``scale``."""
+    return x if scale == 1.0 else _GradScale.apply(x, scale)
+
+
+class _Fp32GroupNorm(nn.GroupNorm):
+    """GroupNorm computed in float32 (stable under bf16 autocast)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.group_norm(
+            x.float(),
+            self.num_groups,
+            self.weight.float() if self.weight is not None else None,
+            self.bias.float() if self.bias is not None else None,
+            self.eps,
+        )
+        return out.type_as(x)
+
+
+class ConvStem(nn.Module):
+    """Stack of Conv1d(no bias, Kaiming-normal) -> GELU blocks; GroupNorm(C groups) in the first block.
+
+    Args:
+        in_channels: number of leads L.
+        layers: list of (channels, kernel, stride).
+    """
+
+    def __init__(self, in_channels: int, layers: list[list[int]]):
+        super().__init__()
+        blocks = []
+        c_in = in_channels
+        for i, (c, k, s) in enumerate(layers):
+            conv = nn.Conv1d(c_in, c, kernel_size=k, stride=s, bias=False)
+            nn.init.kaiming_normal_(conv.weight)
+            mods = [conv] + ([_Fp32GroupNorm(c, c, affine=True)] if i == 0 else []) + [nn.GELU()]
+            blocks.append(nn.Sequential(*mods))
+            c_in = c
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = c_in
+        self.stride = math.prod(s for _, _, s in layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, T) -> (B, C, N)."""
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class ConvPositionalEncoding(nn.Module):
+    """Weight-normed grouped Conv1d relative position encoding followed by GELU (spec §3.2 step 2)."""
+
+    def __init__(self, dim: int, kernel: int, groups: int):
+        super().__init__()
+        if dim % groups:
+            raise ValueError(f"positional conv: width {dim} is not divisible by {groups} groups")
+        conv = nn.Conv1d(dim, dim, kernel_size=kernel, padding=kernel // 2, groups=groups)
+        nn.init.normal_(conv.weight, mean=0.0, std=math.sqrt(4.0 / (kernel * dim)))
+        nn.init.zeros_(conv.bias)
+        # one magnitude per kernel position; the norm is taken over the two channel axes
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.trim = 1 if kernel % 2 == 0 else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D) positional signal (to be added to the input)."""
+        y = self.conv(x.transpose(1, 2))  # (B, D, N + trim)
+        if self.trim:
+            y = y[:, :, : -self.trim]
+        return F.gelu(y).transpose(1, 2)
+
+
+class PostLNLayer(nn.Module):
+    """Post-LN transformer layer: x = LN(x + Drop(MHA(x))); x = LN(x + Drop(W2 GELU(W1 x)))."""
+
+    def __init__(
+        self, dim: int, heads: int, ffn: int, dropout: float, attention_dropout: float, act_dropout: float
+    ):
+        super().__init__()
+        self.attn = MultiHeadAttention(dim, heads, dropout=attention_dropout)
+        gain = 1.0 / math.sqrt(2.0)
+        for lin in (self.attn.q_proj, self.attn.k_proj, self.attn.v_proj):
+            nn.init.xavier_uniform_(lin.weight, gain=gain)
+        nn.init.xavier_uniform_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
+        self.norm1 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, ffn)
+        self.fc2 = nn.Linear(ffn, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+        self.act_drop = nn.Dropout(act_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D)."""
+        x = self.norm1(x + self.drop(self.attn(x)))
+        h = F.gelu(self.fc1(x).float()).type_as(x)  # GELU in fp32
+        return self.norm2(x + self.drop(self.fc2(self.act_drop(h))))
+
+
+class Wav2Vec2Encoder(nn.Module):
+    """ECG transformer encoder: conv stem -> LN + Linear -> conv pos. enc. -> LN -> post-LN layers.
+
+    Config keys (``ecg`` section, type ``wav2vec2``): ``in_leads``, ``conv_layers`` [[C, k, s], ...],
+    ``width``, ``layers``, ``heads``, ``ffn``, ``pos_conv_kernel``, ``pos_conv_groups``,
+    ``dropout``, ``attention_dropout``, ``activation_dropout``, ``dropout_input``, ``conv_grad_scale``.
+    """
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.stem = ConvStem(cfg["in_leads"], cfg["conv_layers"])
+        c, d = self.stem.out_channels, cfg["width"]
+        self.width = d
+        self.stride = self.stem.stride
+        self.conv_grad_scale = float(cfg["conv_grad_scale"])
+        self.feature_norm = nn.LayerNorm(c)
+        self.input_proj = nn.Linear(c, d)
+        self.dropout_input = nn.Dropout(cfg["dropout_input"])
+        self.pos_conv = ConvPositionalEncoding(d, cfg["pos_conv_kernel"], cfg["pos_conv_groups"])
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(cfg["dropout"])
+        self.layers = nn.ModuleList(
+            PostLNLayer(
+                d,
+                cfg["heads"],
+                cfg["ffn"],
+                cfg["dropout"],
+                cfg["attention_dropout"],
+                cfg["activation_dropout"],
+            )
+            for _ in range(cfg["layers"])
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ECG (B, L, T) -> tokens (B, N, D) with N = frames of the conv stem."""
+        feats = grad_scale(self.stem(x), self.conv_grad_scale)  # (B, C, N)
+        feats = self.feature_norm(feats.transpose(1, 2))  # (B, N, C)
+        h = self.dropout_input(self.input_proj(feats))  # (B, N, D)
+        h = h + self.pos_conv(h)
+        h = self.dropout(self.norm(h))
+        for layer in self.layers:
+            h = layer(h)
+        return h
