@@ -8,6 +8,7 @@ are exact (``digital / gain``).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +30,17 @@ def ecg_like(n_leads: int, n_samples: int, seed: int, gain: float = 200.0) -> np
 
 def write_wfdb(
     folder: Path, name: str, data: np.ndarray, leads: list[str], rate: float, *, gain: float = 200.0,
-    fmt: str = "16", comments: list[str] | None = None,
+    fmt: str = "16", comments: list[str] | None = None, units: str = "mV", digital: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Write ``data (L, T)`` mV as WFDB ``folder/name.{hea,dat}``; returns the exact stored values."""
+    """Write ``data (L, T)`` (in ``units``) as WFDB ``folder/name.{hea,dat}`` with the given gain;
+    returns the exact stored values ``digital / gain``. ``digital`` overrides the rounding."""
     import wfdb
 
     folder.mkdir(parents=True, exist_ok=True)
-    digital = np.round(np.asarray(data) * gain).astype(np.int64)
+    if digital is None:
+        digital = np.round(np.asarray(data) * gain).astype(np.int64)
     wfdb.wrsamp(
-        name, fs=rate, units=["mV"] * len(leads), sig_name=list(leads), d_signal=digital.T.astype(np.int16),
+        name, fs=rate, units=[units] * len(leads), sig_name=list(leads), d_signal=digital.T.astype(np.int16),
         fmt=[fmt] * len(leads), adc_gain=[gain] * len(leads), baseline=[0] * len(leads),
         comments=comments or [], write_dir=str(folder),
     )  # fmt: skip
@@ -119,3 +122,134 @@ def build_code15(root: Path, exams: list[dict], *, part: str = "exams_part0.hdf5
     table = pd.DataFrame(rows) if old is None else pd.concat([old, pd.DataFrame(rows)], ignore_index=True)
     table.to_csv(exams_csv, index=False)
     return valid_signals
+
+
+# ----------------------------------------------------------------------------- bad-input corpus
+
+BAD_RATE, BAD_SECONDS = 500, 4  # store settings of the corpus: 2000 samples per record
+
+
+def _npy(root: Path, name: str, arr: np.ndarray, leads: list[str] | None, rate: float | None) -> str:
+    np.save(root / f"{name}.npy", arr)
+    if leads is not None:
+        (root / f"{name}.json").write_text(json.dumps({"leads": leads, "rate": rate}))
+    return f"{name}.npy"
+
+
+def build_bad_corpus(root: Path) -> dict[str, dict]:
+    """Write a generic-source corpus (``records.csv`` + files) mixing good and bad records.
+
+    Returns ``id -> expectation``: ``{"kind": ..., "expect": "keep"|"repair"|"reject"|"missing",
+    "reason": category prefix (rejects), "file": path in the rejects table,
+    "value": canonical (12, T) float64 a direct read gives (kept, same rate)}``.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, bytes]] = []  # (file, id, report bytes)
+    exp: dict[str, dict] = {}
+    perm = [CINC_LEADS.index(n) for n in MIMIC_LEADS]  # canonical row k <- CinC row perm[k]
+
+    def add(rid, file, kind, expect, reason=None, value=None, report=b"sinus rhythm. normal ecg."):
+        rows.append((file, rid, report))
+        exp[rid] = {"kind": kind, "expect": expect, "reason": reason, "file": file, "value": value}
+
+    # good records of several formats, mixed among the bad ones
+    for k in range(6):
+        x = ecg_like(12, 2500, seed=200 + k)
+        if k % 2 == 0:
+            _npy(root, f"good{k}", x[perm], CINC_LEADS, 500)  # stored in CinC order: reordered by name
+            add(f"good{k}", f"good{k}.npy", "good npy (CinC lead order)", "keep", value=x)
+        else:
+            v = write_wfdb(root / "wfdb", f"good{k}", x, MIMIC_LEADS, 500)
+            add(f"good{k}", f"wfdb/good{k}.hea", "good WFDB .dat", "keep", value=v)
+    v = write_cinc_mat(root / "mat", "goodmat", ecg_like(12, 2000, seed=210, gain=1000))
+    add("goodmat", "mat/goodmat.hea", "good CinC .mat + .hea", "keep", value=v[perm])
+    upper = ["AVF", "I", "V6", "II", "AVL", "III", "AVR", "V1", "V2", "V3", "V4", "V5"]
+    x = ecg_like(12, 2000, seed=211)
+    v = write_wfdb(root / "wfdb", "goodcase", x[[MIMIC_LEADS.index(n if n[0] != "A" else "a" + n[1:]) for n in upper]],
+                   upper, 500)  # fmt: skip
+    add("goodcase", "wfdb/goodcase.hea", "upper-case, permuted lead names", "keep", value=x)
+    x = ecg_like(12, 2000, seed=212)
+    write_wfdb(root / "wfdb", "gooduv", x * 1000, MIMIC_LEADS, 500, gain=1.0, units="uV")
+    add("gooduv", "wfdb/gooduv.hea", "units uV (converted to mV)", "keep", value=np.round(x * 1000) / 1000)
+
+    # repairs
+    t = np.arange(4000) / 1000.0
+    sine = np.sin(2 * np.pi * 5 * t)[None, :] * np.linspace(0.5, 1.5, 12)[:, None]
+    _npy(root, "rate1000", sine, MIMIC_LEADS, 1000)
+    add("rate1000", "rate1000.npy", "unexpected sampling rate (1000 Hz)", "repair")
+    x = ecg_like(12, 1500, seed=213)
+    _npy(root, "short", x, MIMIC_LEADS, 500)
+    add("short", "short.npy", "shorter than the target (3 s of 4 s)", "repair", value=x)
+
+    # rejected by the reader (BadRecord) or the store's checks
+    write_wfdb(root / "wfdb", "trunc", ecg_like(12, 2500, seed=220), MIMIC_LEADS, 500)
+    dat = root / "wfdb" / "trunc.dat"
+    dat.write_bytes(dat.read_bytes()[: 2500 * 12])  # half the samples
+    add("trunc", "wfdb/trunc.hea", "truncated .dat", "reject", "unreadable WFDB record")
+    (root / "wfdb" / "badhea.hea").write_text("badhea twelve 500 abc\nthis is not a header\n")
+    (root / "wfdb" / "badhea.dat").write_bytes(b"\0" * 100)
+    add("badhea", "wfdb/badhea.hea", "malformed header", "reject", "unreadable WFDB record")
+    x = ecg_like(12, 2000, seed=221)
+    x[3, 100:110] = np.nan
+    _npy(root, "nan", x, MIMIC_LEADS, 500)
+    add("nan", "nan.npy", "NaN samples", "reject", "non-finite")
+    d = np.round(ecg_like(12, 2000, seed=222) * 200).astype(np.int16)
+    d[0, 5] = -32768  # WFDB's invalid-sample value for format 16 -> NaN
+    write_wfdb(root / "wfdb", "nanwfdb", d / 200.0, MIMIC_LEADS, 500, digital=d)
+    add("nanwfdb", "wfdb/nanwfdb.hea", "invalid WFDB sample (-32768)", "reject", "non-finite")
+    x = ecg_like(12, 2000, seed=223)
+    x[7, 50] = np.inf
+    _npy(root, "inf", x, MIMIC_LEADS, 500)
+    add("inf", "inf.npy", "Inf samples", "reject", "non-finite")
+    _npy(root, "flat", np.zeros((12, 2000)), MIMIC_LEADS, 500)
+    add("flat", "flat.npy", "flat line (all-zero record)", "reject", "flat record")
+    x = ecg_like(12, 2000, seed=224)
+    x[2] = 0.25
+    _npy(root, "flatlead", x, MIMIC_LEADS, 500)
+    add("flatlead", "flatlead.npy", "one flat lead", "reject", "flat lead")
+    leads8 = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
+    _npy(root, "lead8", ecg_like(8, 2000, seed=225), leads8, 500)
+    add("lead8", "lead8.npy", "8-lead record", "reject", "wrong leads")
+    _npy(root, "duplead", ecg_like(12, 2000, seed=226), ["I", "II", "II", *MIMIC_LEADS[3:]], 500)
+    add("duplead", "duplead.npy", "a lead name twice", "reject", "wrong leads")
+    _npy(root, "overflow", ecg_like(12, 2000, seed=227) * 1e5, MIMIC_LEADS, 500)
+    add("overflow", "overflow.npy", "float16 overflow (|x| > 65504)", "reject", "float16 overflow")
+    x16 = ecg_like(12, 2000, seed=228).astype(np.float16)
+    x16[0, 0] = np.float16(np.inf)
+    _npy(root, "f16inf", x16, MIMIC_LEADS, 500)
+    add("f16inf", "f16inf.npy", "float16 file holding inf", "reject", "non-finite")
+    _npy(root, "onedim", np.ones(2000), MIMIC_LEADS, 500)
+    add("onedim", "onedim.npy", "1-D array", "reject", "bad shape")
+    _npy(root, "empty", np.zeros((12, 0)), MIMIC_LEADS, 500)
+    add("empty", "empty.npy", "zero samples", "reject", "empty")
+    _npy(root, "cutnpy", ecg_like(12, 2000, seed=229), MIMIC_LEADS, 500)
+    (root / "cutnpy.npy").write_bytes((root / "cutnpy.npy").read_bytes()[:1000])
+    add("cutnpy", "cutnpy.npy", "truncated .npy", "reject", "unreadable .npy file")
+    _npy(root, "nosidecar", ecg_like(12, 2000, seed=230), None, None)
+    add("nosidecar", "nosidecar.npy", ".npy without lead names/rate", "reject", "no lead names")
+    write_cinc_mat(root / "mat", "badmat", ecg_like(12, 2000, seed=231, gain=1000))
+    (root / "mat" / "badmat.mat").write_bytes(b"MATLAB garbage" * 10)
+    add("badmat", "mat/badmat.hea", "corrupt .mat", "reject", "unreadable WFDB record")
+
+    # rejected or counted at index time (no signal read)
+    _npy(root, "noreport", ecg_like(12, 2000, seed=232), MIMIC_LEADS, 500)
+    add("noreport", "noreport.npy", "empty report", "reject", "empty report", report=b"")
+    _npy(root, "badbytes", ecg_like(12, 2000, seed=233), MIMIC_LEADS, 500)
+    add("badbytes", "badbytes.npy", "undecodable report bytes", "reject", "bad encoding",
+        report=b"sinus rhythm \xff\xfe normal")  # fmt: skip
+    add("absent", "absent.npy", "missing file", "missing")
+    write_wfdb(root / "wfdb", "nodat", ecg_like(12, 2000, seed=234), MIMIC_LEADS, 500)
+    (root / "wfdb" / "nodat.dat").unlink()
+    add("nodat", "wfdb/nodat.hea", "header without its .dat", "missing")
+    rows.append(("good1.npy", "good0", b"a second record with an existing id"))
+    _npy(root, "good1", ecg_like(12, 2000, seed=235), MIMIC_LEADS, 500)
+    exp["good0#dup"] = {
+        "kind": "duplicate id",
+        "expect": "reject",
+        "reason": "duplicate id",
+        "file": "good1.npy",
+    }
+
+    lines = [b"file,id,report"] + [f"{f},{i},".encode() + b'"' + r + b'"' for f, i, r in rows]
+    (root / "records.csv").write_bytes(b"\n".join(lines) + b"\n")
+    return exp

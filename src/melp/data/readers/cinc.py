@@ -81,7 +81,7 @@ def read_cinc_mat(mat: Path, gain: float = 1000.0, rate: float = 500.0) -> Signa
         raise BadRecord(f"unreadable MATLAB file: {type(err).__name__}: {err}") from None
     if val.ndim != 2 or val.shape[0] != len(CINC_LEADS):
         raise BadRecord(f"bad shape: 'val' has shape {val.shape}; expected ({len(CINC_LEADS)}, samples)")
-    return Signal(data=val.astype(np.float32) / np.float32(gain), leads=list(CINC_LEADS), rate=rate)
+    return Signal(data=val.astype(np.float64) / gain, leads=list(CINC_LEADS), rate=rate)
 
 
 @register_reader

@@ -67,7 +67,7 @@ def read_cpsc_mat(path: Path) -> Signal:
 
     try:
         ecg = scipy.io.loadmat(str(path))["ECG"][0, 0]
-        data = np.asarray(ecg["data"], dtype=np.float32)
+        data = np.asarray(ecg["data"], dtype=np.float64)
     except KeyError as err:
         raise BadRecord(f"bad MATLAB file: no struct field {err} (expected ECG.data)") from None
     except Exception as err:

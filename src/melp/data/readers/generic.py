@@ -18,6 +18,7 @@ This module also holds the WFDB/NumPy loading helpers the other readers share.
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -35,7 +36,7 @@ KNOWN_COLUMNS = ("file", "id", "report", "patient", "split", "fold", "labels")
 def read_wfdb(record: Path) -> Signal:
     """Read a WFDB record (header ``record.hea``; signal ``.dat``, ``.mat`` or any wfdb format).
 
-    record: path without extension. Returns data (L, T) float32 in mV when the header's units are
+    record: path without extension. Returns data (L, T) float64 in mV when the header's units are
     mV/uV/V (other units, e.g. ``NU``, are kept as stored), the header's lead names and rate.
     Raises BadRecord for an unreadable or malformed header, a truncated or corrupt signal file, or
     a signal that does not match the length the header announces.
@@ -53,7 +54,7 @@ def read_wfdb(record: Path) -> Signal:
         raise BadRecord(f"truncated signal: {sig.shape[0]} samples, header says {rec.sig_len}")
     if not rec.fs or rec.fs <= 0:
         raise BadRecord(f"bad header: no valid sampling rate ({rec.fs!r})")
-    data = sig.T.astype(np.float32)  # (T, L) -> (L, T)
+    data = np.array(sig.T, dtype=np.float64)  # (T, L) -> (L, T); float64 avoids double rounding
     for i, unit in enumerate(rec.units or []):
         factor = _UNIT_TO_MV.get(str(unit).strip().lower())
         if factor is not None and factor != 1.0:
@@ -115,24 +116,35 @@ def read_npy(path: Path, leads: list[str] | None, rate: float | None) -> Signal:
         raise BadRecord(f"wrong leads: array has {arr.shape[0]} rows but {len(leads)} lead names were given")
     if not np.issubdtype(arr.dtype, np.number):
         raise BadRecord(f"bad dtype: array dtype {arr.dtype} is not numeric")
-    return Signal(data=np.asarray(arr, dtype=np.float32), leads=list(leads), rate=float(rate))
+    return Signal(data=np.asarray(arr, dtype=np.float64), leads=list(leads), rate=float(rate))
+
+
+_MARK = 0xF700  # undecodable byte b is read as the private-use character U+F700 + b
+
+
+def _mark_bad_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
+    bad = err.object[err.start : err.end]
+    return "".join(chr(_MARK + b) for b in bad), err.end
+
+
+codecs.register_error("melp-mark", _mark_bad_bytes)
 
 
 def bad_text_reason(text: str) -> str | None:
-    """Reason string if ``text`` holds undecodable bytes (read with ``surrogateescape``), else None."""
+    """Reason string if ``text`` holds undecodable bytes (as read by :func:`read_text_csv`)."""
     for ch in text:
-        if "\udc80" <= ch <= "\udcff":
-            return f"bad encoding: report is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x}); re-save the CSV as UTF-8"
+        if _MARK + 0x80 <= ord(ch) <= _MARK + 0xFF:
+            return f"bad encoding: report is not valid UTF-8 (byte 0x{ord(ch) - _MARK:02x}); re-save the CSV as UTF-8"
     return None
 
 
 def read_text_csv(path: Path, **kwargs) -> pd.DataFrame:
-    """``pd.read_csv`` that keeps undecodable bytes as surrogates (so one bad row can be rejected
-    alone instead of failing the whole table); all columns as str unless ``dtype`` is given."""
+    """``pd.read_csv`` that marks undecodable bytes (so one bad row can be rejected alone instead
+    of failing the whole table); all columns as str unless ``dtype`` is given."""
     kwargs.setdefault("dtype", str)
     kwargs.setdefault("keep_default_na", False)
     try:
-        return pd.read_csv(path, encoding="utf-8", encoding_errors="surrogateescape", **kwargs)
+        return pd.read_csv(path, encoding="utf-8", encoding_errors="melp-mark", **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
         raise ValueError(f"{path}: cannot parse CSV ({err}); fix the file and rerun") from None
 
