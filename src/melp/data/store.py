@@ -100,8 +100,9 @@ def process_record(
 _WORKER: dict = {}
 
 
-def _init_worker(source: str, root: str, options: dict, signals_path: str) -> None:
+def _init_worker(source: str, root: str, options: dict, signals_path: str, rate: float) -> None:
     _WORKER["reader"] = get_reader(source)(root, **options)
+    _WORKER["reader"].configure(target_rate=rate)
     _WORKER["signals"] = np.load(signals_path, mmap_mode="r+")
 
 
@@ -203,6 +204,7 @@ def prepare(
     """
     out = Path(out)
     reader = get_reader(source)(root, **reader_options)
+    reader.configure(target_rate=float(rate))
     index = reader.index()
     entries = index.entries.reset_index(drop=True)
     if entries["id"].astype(str).duplicated().any():
@@ -247,7 +249,7 @@ def _run_all(source, root, reader_options, entries, rate, n_samples, chunk_size,
     if results:
         log.info("resuming: %d of %d chunks already done", len(results), len(chunks))
     bar = _progress(len(records), progress, initial=sum(r["n"] for r in results.values()))
-    init = (source, str(root), dict(reader_options), str(signals_path))
+    init = (source, str(root), dict(reader_options), str(signals_path), float(rate))
     if workers <= 1:
         _init_worker(*init)
         try:

@@ -89,6 +89,14 @@ class Reader(abc.ABC):
         """Task name -> ordered class names. Empty for unlabeled sources."""
         return {}
 
+    def configure(self, *, target_rate: float) -> None:
+        """Called by ``melp prepare`` before :meth:`index` with the store's sampling rate (Hz).
+
+        Sources that ship several copies of each record (PTB-XL: 100 and 500 Hz) use it to
+        pick the best one; the default does nothing.
+        """
+        return None
+
     @abc.abstractmethod
     def index(self) -> Index:
         """Read the source's tables (no signals) and return its entries."""
