@@ -16,7 +16,7 @@ import torch
 
 from melp.eval.prompts import load_prompts, prompts_for
 
-__all__ = ["build_classifier", "zero_shot_logits", "eval_mode"]
+__all__ = ["build_classifier", "zero_shot_logits", "eval_mode", "zero_shot_scores", "run_zeroshot"]
 
 
 @contextlib.contextmanager
@@ -69,3 +69,58 @@ def zero_shot_logits(model: Any, ecg: torch.Tensor, classifier: torch.Tensor) ->
     with eval_mode(model):
         z = model.encode_ecg(ecg).float()  # (B, D) unit norm
     return z @ classifier.to(z.device, z.dtype)  # (B, K)
+
+
+def zero_shot_scores(
+    model: Any,
+    store: Any,
+    task: str,
+    rows: Any,
+    prompts: dict[str, list[str]] | str | Path | None = None,
+    batch_size: int = 128,
+    normalize: str = "minmax",
+) -> tuple[Any, Any, list[str], list[str]]:
+    """Cosine scores of ``rows`` of ``store`` for ``task``.
+
+    Returns ``(y (N, K) float32, scores (N, K) float64, classes, ids)`` as numpy arrays/lists.
+    """
+    import numpy as np
+
+    from melp.eval.common import check_compatible, ecg_batches, label_matrix, resolve_task
+
+    check_compatible(model, store)
+    task = resolve_task(store, task)
+    y, classes = label_matrix(store, task, rows)
+    device = next(model.parameters()).device
+    w = build_classifier(model, classes, prompts)
+    scores, ids = [], []
+    for batch in ecg_batches(store, rows, batch_size, normalize):
+        scores.append(zero_shot_logits(model, batch["ecg"].to(device), w).cpu().double().numpy())
+        ids += batch["id"]
+    return y, np.concatenate(scores), classes, ids
+
+
+def run_zeroshot(
+    model: Any,
+    store: Any,
+    task: str,
+    rows: Any,
+    out: str | Path | None = None,
+    prompts: dict[str, list[str]] | str | Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 128,
+    normalize: str = "minmax",
+    figure: bool = True,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Zero-shot evaluation of one task: metrics with bootstrap intervals; writes JSON/CSV/ROC to
+    ``out`` (when given) as ``zeroshot_{task}.*``. Returns the summary dict (``macro_auroc`` ...)."""
+    from melp.eval.results import summarise_classification, write_classification
+
+    y, scores, classes, ids = zero_shot_scores(model, store, task, rows, prompts, batch_size, normalize)
+    extra = {"method": "zero-shot", "task": task, "store": str(store.path), "n_records": len(ids)}
+    if out is None:
+        return {**extra, **summarise_classification(y, scores, classes, n_boot=n_boot, seed=seed)}
+    return write_classification(out, name or f"zeroshot_{task}", y, scores, classes, ids=ids, extra=extra,
+                                n_boot=n_boot, seed=seed, figure=figure)  # fmt: skip

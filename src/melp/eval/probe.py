@@ -1,0 +1,223 @@
+"""Linear probing of a frozen ECG encoder (spec §7, with the D18 fix).
+
+Protocol: the probe embedding (``model.embed(x)["probe"]``, (B, D_probe)) of every train / val /
+test record is extracted ONCE into memory with the encoder in eval mode; a linear head is trained
+on it with binary cross-entropy, AdamW (lr 1e-3, weight decay 1e-4), cosine decay per epoch to
+1e-5, minibatches of 128, up to 100 epochs, early stopping (patience 5) on the validation macro
+AUROC of the SIGMOID scores; the best epoch's head is evaluated on test. Label fractions
+(1 % / 10 % / 100 %) subsample the training rows (seeded, at least one positive per class when
+possible) and reuse the same extracted features. Features are standardised with the training
+portion's mean and std (an affine change the head could learn itself; it makes one learning rate
+fit every encoder).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from melp.eval.common import Splits, check_compatible, ecg_batches, label_matrix, resolve_task
+from melp.eval.metrics import macro_auroc
+from melp.eval.zeroshot import eval_mode
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HeadConfig", "extract_features", "train_linear_head", "fraction_rows", "run_probe"]
+
+
+@dataclass
+class HeadConfig:
+    """Optimisation settings of the linear head (defaults = the paper's probe protocol)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 100
+    min_lr: float = 1e-5
+    batch_size: int = 128
+    patience: int = 5
+    seed: int = 42
+    standardize: bool = True
+    min_steps_per_epoch: int = 25
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)
+
+
+def extract_features(
+    model: Any,
+    store: Any,
+    rows: np.ndarray,
+    batch_size: int = 128,
+    normalize: str = "minmax",
+    key: str = "probe",
+) -> np.ndarray:
+    """``model.embed(x)[key]`` for ``rows`` in order: float32 (N, D). Encoder in eval mode, no grad."""
+    device = next(model.parameters()).device
+    feats = []
+    with eval_mode(model):
+        for batch in ecg_batches(store, rows, batch_size, normalize):
+            feats.append(model.embed(batch["ecg"].to(device))[key].float().cpu())
+    return torch.cat(feats).numpy()
+
+
+def fraction_rows(y: np.ndarray, fraction: float, seed: int = 42) -> np.ndarray:
+    """Indices (into ``y``'s rows) of a seeded ``fraction`` of the records, keeping >= 1 positive per
+    class where the data allow (uses ``melp.data.datasets.label_fraction``)."""
+    if fraction >= 1.0:
+        return np.arange(len(y))
+    from melp.data.datasets import label_fraction
+
+    return np.sort(np.asarray(label_fraction(y, fraction, seed)))
+
+
+def _standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
+def train_linear_head(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: HeadConfig | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train ``Linear(D, K)`` with BCE on features; keep the epoch with the best val macro AUROC.
+
+    Args:
+        x_train (N, D), y_train (N, K), x_val (M, D), y_val (M, K): numpy arrays.
+    Returns:
+        (head, info): ``head`` maps standardised features to logits and carries the standardiser
+        (call ``predict_head(head, x)`` for sigmoid scores); ``info`` has ``best_epoch``,
+        ``best_val_auroc``, ``epochs_run`` and the per-epoch ``history``.
+    """
+    cfg = config or HeadConfig()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    mean, std = (
+        _standardizer(x_train) if cfg.standardize else (np.zeros(x_train.shape[1]), np.ones(x_train.shape[1]))
+    )
+    xt = torch.from_numpy(((x_train - mean) / std).astype(np.float32))
+    yt = torch.from_numpy(y_train.astype(np.float32))
+    xv = torch.from_numpy(((x_val - mean) / std).astype(np.float32))
+    head = torch.nn.Linear(xt.shape[1], yt.shape[1])
+    with torch.no_grad():  # zero init: the first steps follow the class-mean directions, not noise
+        head.weight.zero_()
+        head.bias.zero_()
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.min_lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    best = (-math.inf, 0, copy.deepcopy(head.state_dict()))
+    history, bad = [], 0
+    for epoch in range(1, cfg.epochs + 1):
+        head.train()
+        # an "epoch" is at least min_steps_per_epoch minibatches (whole shuffled passes), so that
+        # tiny label fractions (1 % = a dozen records) still get enough optimiser steps
+        n_steps = max(math.ceil(len(xt) / cfg.batch_size), cfg.min_steps_per_epoch)
+        per_pass = math.ceil(len(xt) / cfg.batch_size)
+        perm = torch.cat(
+            [torch.randperm(len(xt), generator=gen) for _ in range(math.ceil(n_steps / per_pass))]
+        )
+        total, seen = 0.0, 0
+        for step in range(n_steps):
+            p = step % per_pass
+            idx = perm[(step // per_pass) * len(xt) :][p * cfg.batch_size : (p + 1) * cfg.batch_size]
+            loss = loss_fn(head(xt[idx]), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        sched.step()
+        head.eval()
+        with torch.no_grad():
+            val_scores = torch.sigmoid(head(xv)).numpy()  # D18: sigmoid, not softmax
+        auc = macro_auroc(y_val, val_scores)
+        auc = -math.inf if math.isnan(auc) else auc
+        history.append({"epoch": epoch, "train_loss": total / seen, "val_macro_auroc": auc})
+        if auc > best[0]:
+            best, bad = (auc, epoch, copy.deepcopy(head.state_dict())), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    head.load_state_dict(best[2])
+    head.eval()
+    head.register_buffer("feat_mean", torch.from_numpy(mean.astype(np.float32)))
+    head.register_buffer("feat_std", torch.from_numpy(std.astype(np.float32)))
+    info = {"best_epoch": best[1], "best_val_auroc": best[0], "epochs_run": len(history), "history": history}
+    return head, info
+
+
+def predict_head(head: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """Sigmoid scores (N, K) of a head from ``train_linear_head`` on raw features (N, D)."""
+    with torch.no_grad():
+        xs = (torch.from_numpy(x.astype(np.float32)) - head.feat_mean) / head.feat_std
+        return torch.sigmoid(head(xs)).double().numpy()
+
+
+def run_probe(
+    model: Any,
+    store: Any,
+    task: str,
+    splits: Splits,
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
+    out: str | Path | None = None,
+    config: HeadConfig | None = None,
+    n_boot: int = 1000,
+    batch_size: int = 128,
+    normalize: str = "minmax",
+    name: str = "probe",
+    figure: bool = True,
+) -> dict[str, Any]:
+    """Linear probe for each label fraction; returns ``{"fractions": {f: summary}, ...}``.
+
+    Each summary has the test ``macro_auroc`` (+ F1, accuracy, bootstrap CIs), the number of training
+    records used, the best epoch and its val AUROC. With ``out``, writes ``{name}_{task}_{pct}.json``
+    (+ CSV/ROC) per fraction and ``{name}_{task}.json`` with all fractions.
+    """
+    from melp.eval.common import write_json
+    from melp.eval.results import summarise_classification, write_classification
+
+    check_compatible(model, store)
+    task = resolve_task(store, task)
+    cfg = config or HeadConfig()
+    feats = {
+        part: extract_features(model, store, getattr(splits, part), batch_size, normalize)
+        for part in ("train", "val", "test")
+    }
+    labels = {part: label_matrix(store, task, getattr(splits, part))[0] for part in ("train", "val", "test")}
+    classes = store.tasks[task]
+    ids = store.manifest["id"].iloc[splits.test].astype(str).tolist()
+    results: dict[str, Any] = {}
+    for frac in fractions:
+        sel = fraction_rows(labels["train"], frac, cfg.seed)
+        head, info = train_linear_head(
+            feats["train"][sel], labels["train"][sel], feats["val"], labels["val"], cfg
+        )
+        scores = predict_head(head, feats["test"])
+        extra = {
+            "method": name, "task": task, "fraction": frac, "n_train": int(len(sel)),
+            "n_val": int(len(splits.val)), "n_test": int(len(splits.test)), "splits": splits.description,
+            "best_epoch": info["best_epoch"], "best_val_auroc": info["best_val_auroc"],
+            "epochs_run": info["epochs_run"],
+        }  # fmt: skip
+        tag = f"{name}_{task}_{frac * 100:g}pct"
+        if out is None:
+            summary = {**extra, **summarise_classification(labels["test"], scores, classes, n_boot=n_boot)}
+        else:
+            summary = write_classification(out, tag, labels["test"], scores, classes, ids=ids, extra=extra,
+                                           n_boot=n_boot, figure=figure)  # fmt: skip
+        log.info("%s %s %g%%: test macro AUROC %.4f (train %d, best epoch %d)", name, task, frac * 100,
+                 summary["macro_auroc"], len(sel), info["best_epoch"])  # fmt: skip
+        results[f"{frac:g}"] = summary
+    combined = {"method": name, "task": task, "splits": splits.description,
+                "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()}, "fractions": results}  # fmt: skip
+    if out is not None:
+        write_json(Path(out) / f"{name}_{task}.json", combined)
+    return combined
