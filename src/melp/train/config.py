@@ -1,0 +1,302 @@
+"""Typed pretraining configuration: dataclasses, YAML/JSON files, named configs, ``--set`` overrides.
+
+A config is a tree of dataclasses (:class:`PretrainConfig`). Files (YAML or JSON) and overrides are
+checked against the field types: an unknown key or a value of the wrong type raises
+:class:`ConfigError` naming the dotted key, the expected type and the value found.
+
+Named configs live in ``melp/train/configs/<name>.yaml`` (``melp-tiny``, ``melp-paper``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid (the message names the key)."""
+
+
+@dataclass
+class DataConfig:
+    """Pretraining data: a store written by ``melp prepare``."""
+
+    store: str = ""  # path to the store folder
+    split: str | None = None  # manifest `split` value to train on (e.g. "train"); None = use folds
+    folds: list[int] | None = None  # manifest `fold` values to train on (e.g. [1..8])
+    limit: int = 0  # keep only the first N selected rows (0 = all); for smoke tests
+    lead_mask_p: float = 0.5  # random lead masking probability per lead
+    normalize: str = "minmax"
+    batch_size: int = 64  # per device
+    num_workers: int = 0
+    pin_memory: bool = False
+    drop_last: bool = True
+
+
+@dataclass
+class ValSetConfig:
+    """One zero-shot validation set: a downstream task of a store, restricted to some rows."""
+
+    store: str = ""
+    task: str = "superclass"
+    split: str | None = None
+    folds: list[int] | None = None
+    limit: int = 0
+    name: str = ""  # log name; default "<task>"
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build: a registry name / JSON path, plus nested overrides of its config."""
+
+    name: str = "melp-tiny"
+    text: str | None = None  # text tower name_or_path (e.g. an MLM-adapted folder); None = config's
+    overrides: dict[str, Any] = field(default_factory=dict)  # deep-merged into the model config
+    init: str | None = None  # start from a saved model folder (load_model) instead of create_model
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (lambda_clip, lambda_caption, lambda_beat)."""
+
+    clip: float = 1.0
+    caption: float = 2.0
+    beat: float = 0.2
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and the per-step schedule (linear warmup, cosine decay to ``min_lr_ratio * lr``)."""
+
+    lr: float = 2e-4
+    weight_decay: float = 0.2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    warmup_steps: int = 0  # > 0 wins over warmup_frac
+    warmup_frac: float = 0.03
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0  # 0 = no clipping
+    text_lr_mult: float = 1.0  # learning-rate multiplier for the text tower parameters
+
+
+@dataclass
+class ValConfig:
+    """Zero-shot validation during pretraining."""
+
+    sets: list[ValSetConfig] = field(default_factory=list)
+    every_n_steps: int = 0  # validate every N training batches (0 = once per epoch)
+    batch_size: int = 128
+    prompts: str | None = None  # prompt JSON path (default: the packaged prompts)
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning trainer settings."""
+
+    max_epochs: int = 10
+    max_steps: int = -1  # > 0 overrides max_epochs (and fixes the schedule length)
+    stop_at_step: int = 0  # stop early at this step, schedule unchanged (simulates an interruption)
+    accumulate_grad_batches: int = 1
+    precision: str = "32-true"  # or "bf16-mixed"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    log_every_n_steps: int = 10
+    ckpt_every_n_steps: int = 0  # also save "last" every N steps (0 = only at validation / end)
+    deterministic: bool = False
+    matmul_precision: str = "high"
+    progress_bar: bool = True
+    collapse_check: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    """The whole pretraining run."""
+
+    out: str = "runs/melp"
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# --------------------------------------------------------------------------- type checking
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) mapping, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in values.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(f"unknown config key '{key}' (valid keys here: {', '.join(sorted(names))})")
+        kwargs[k] = _coerce(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def from_dict(values: dict) -> PretrainConfig:
+    """Build a :class:`PretrainConfig` from a nested mapping (missing keys keep their defaults)."""
+    return _build(PretrainConfig, values or {})
+
+
+def to_dict(cfg: PretrainConfig) -> dict:
+    """The config as plain nested dicts/lists (YAML/JSON serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def list_configs() -> list[str]:
+    """Names of the packaged named configs."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_config(name_or_path: str | Path) -> PretrainConfig:
+    """Load a named config (``melp-tiny``) or a YAML/JSON file."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        named = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not named.is_file():
+            raise ConfigError(
+                f"config '{name_or_path}' is neither a file nor a named config "
+                f"(named configs: {', '.join(list_configs())})"
+            )
+        path = named
+    text = path.read_text()
+    try:
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot parse config file {path}: {err}") from err
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must contain a mapping at the top level")
+    try:
+        return from_dict(values or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def _parse_value(raw: str, tp: Any) -> Any:
+    """Parse an override string: YAML syntax, except that str fields keep the raw text."""
+    args = typing.get_args(tp)
+    if tp is str or (str in args and raw not in ("null", "None", "~")):
+        return raw
+    if tp is float or float in args:
+        try:  # "1e-4" is a string for YAML 1.1
+            return float(raw)
+        except ValueError:
+            pass
+    origin = typing.get_origin(tp)
+    if (origin is list or any(typing.get_origin(a) is list for a in args)) and not raw.startswith("["):
+        raw = f"[{raw}]"  # allow "1,2,3"
+    return yaml.safe_load(raw)
+
+
+def apply_overrides(cfg: PretrainConfig, overrides: list[str]) -> PretrainConfig:
+    """Apply ``a.b=value`` overrides (types checked against the field; lists indexed by number)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-4)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        node: Any = cfg
+        for i, part in enumerate(parts):
+            here = ".".join(parts[: i + 1])
+            last = i == len(parts) - 1
+            if dataclasses.is_dataclass(node):
+                hints = typing.get_type_hints(type(node))
+                if part not in hints:
+                    names = ", ".join(sorted(hints))
+                    raise ConfigError(f"unknown config key '{here}' (valid keys here: {names})")
+                if last:
+                    setattr(node, part, _coerce(_parse_value(raw, hints[part]), hints[part], here))
+                else:
+                    node = getattr(node, part)
+            elif isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"config key '{here}': index out of range (list has {len(node)})")
+                if last:
+                    raise ConfigError(f"config key '{here}': cannot replace a whole list item")
+                node = node[int(part)]
+            elif isinstance(node, dict):  # free-form mapping (model.overrides): YAML-typed values
+                if last:
+                    node[part] = yaml.safe_load(raw)
+                else:
+                    node = node.setdefault(part, {})
+                    if not isinstance(node, dict):
+                        raise ConfigError(f"config key '{here}' is not a mapping")
+            else:
+                raise ConfigError(f"config key '{here}': '{parts[i - 1]}' has no sub-keys")
+    return cfg
+
+
+def save_config(cfg: PretrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
