@@ -313,7 +313,7 @@ def test_generic_npy_sidecar_wfdb_and_label_list(tmp_path):
         }
     ).to_csv(tmp_path / "records.csv", index=False)
     leads12 = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"
-    reader = get_reader("generic")(tmp_path, leads=leads12, rate="500")
+    reader = get_reader("generic")(tmp_path, leads=leads12, sample_rate="500")
     assert reader.tasks == {"labels": ["NORM", "AFIB", "PAC"]}
     idx = reader.index()
     e = idx.entries.set_index("id")
@@ -337,7 +337,7 @@ def test_generic_binary_columns_and_required_report(tmp_path):
         {"file": ["r0.npy", "r1.npy", "r2.npy"], "id": ["x0", "x1", "x0"], "AF": [1, 0, 0], "age": [50, 61, 70],
          "NORM": [0, 1, 1], "patient": ["p1", "p1", "p2"]}
     ).to_csv(tmp_path / "meta.csv", index=False)  # fmt: skip
-    reader = get_reader("generic")(tmp_path, leads="I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6", rate=100)
+    reader = get_reader("generic")(tmp_path, leads="I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6", sample_rate=100)
     assert reader.tasks == {"labels": ["AF", "NORM"]}  # 'age' is not 0/1: metadata
     idx = reader.index()
     assert idx.entries["labels_labels"].tolist() == [["AF"], ["NORM"]]
@@ -347,6 +347,8 @@ def test_generic_binary_columns_and_required_report(tmp_path):
     pd.DataFrame({"file": ["r0.npy", "r1.npy"], "report": ["sinus rhythm", " "]}).to_csv(
         tmp_path / "meta.csv", index=False
     )
-    idx = get_reader("generic")(tmp_path, leads="I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6", rate=100).index()
+    idx = get_reader("generic")(
+        tmp_path, leads="I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6", sample_rate=100
+    ).index()
     assert idx.entries["id"].tolist() == ["r0"]
     assert idx.rejects[0]["id"] == "r1" and idx.rejects[0]["reason"].startswith("empty report")

@@ -90,8 +90,9 @@ def read_npy(path: Path, leads: list[str] | None, rate: float | None) -> Signal:
     """Read a NumPy ECG array of shape (L, T) in mV.
 
     Lead names and rate come from a sidecar ``<stem>.json`` ({"leads": [...], "rate": Hz}) next to
-    the file if present, otherwise from ``leads``/``rate``. Raises BadRecord for an unreadable file,
-    a non-2-D array, or a lead count that does not match the lead names.
+    the file if present, otherwise from ``leads``/``rate`` (the reader options ``leads`` and
+    ``sample_rate``). Raises BadRecord for an unreadable file, a non-2-D array, or a lead count
+    that does not match the lead names.
     """
     sidecar = path.with_suffix(".json")
     if sidecar.exists():
@@ -104,7 +105,7 @@ def read_npy(path: Path, leads: list[str] | None, rate: float | None) -> Signal:
             ) from None
     if leads is None or rate is None:
         raise BadRecord(
-            "no lead names: NumPy file without leads/rate; pass leads= and rate= or add a .json sidecar"
+            "no lead names: NumPy file without leads/rate; pass -o leads=... -o sample_rate=HZ or add a .json sidecar"
         )
     try:
         arr = np.load(path, allow_pickle=False)
@@ -177,7 +178,7 @@ def _is_binary(col: pd.Series) -> bool:
 class GenericReader(Reader):
     """Users' own data: WFDB or NumPy files listed in a CSV with reports and/or labels.
 
-    Options: ``csv`` (path, default the only ``*.csv`` in ROOT), ``leads`` and ``rate`` (for .npy
+    Options: ``csv`` (path, default the only ``*.csv`` in ROOT), ``leads`` and ``sample_rate`` (for .npy
     files without sidecar), ``label_columns`` (comma-separated; default: every extra 0/1 column),
     ``task`` (task name, default ``labels``), ``require_report`` (default: true when the CSV has a
     ``report`` column and no labels; rows with an empty report are then rejected).
@@ -193,7 +194,8 @@ class GenericReader(Reader):
         self.csv_path = self._find_csv(options.get("csv"))
         self.task = str(options.get("task") or "labels")
         self.leads = parse_leads(options.get("leads"))
-        self.rate = float(options["rate"]) if options.get("rate") not in (None, "") else None
+        sr = options.get("sample_rate")
+        self.rate = float(sr) if sr not in (None, "") else None
         self._table = read_text_csv(self.csv_path, skip_blank_lines=True)
         if "file" not in self._table.columns:
             raise ValueError(f"{self.csv_path}: needs a 'file' column (found {list(self._table.columns)})")
