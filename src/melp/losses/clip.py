@@ -27,13 +27,14 @@ def clip_loss(
     Returns:
         Scalar 0.5 * [CE(s z_e Z_t^T, y) + CE(s z_t Z_e^T, y)] with y_k = k + rank * B.
     """
-    ze, zt = ecg_latent.float(), text_latent.float()
+    dtype = torch.promote_types(ecg_latent.dtype, torch.float32)  # fp32 at least (fp64 kept)
+    ze, zt = ecg_latent.to(dtype), text_latent.to(dtype)
     rank, world = world_info()
     if gather and world > 1:
         all_e, all_t = all_gather_with_grad(ze), all_gather_with_grad(zt)  # (G*B, D)
     else:
         all_e, all_t, rank = ze, zt, 0
-    s = logit_scale.float()
+    s = logit_scale.to(dtype)
     logits_e = s * ze @ all_t.T  # (B, G*B)
     logits_t = s * zt @ all_e.T  # (B, G*B)
     target = torch.arange(ze.shape[0], device=ze.device) + rank * ze.shape[0]

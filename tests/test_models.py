@@ -1,0 +1,249 @@
+"""Model contract tests: every registered config trains (forward/backward), embeddings, persistence."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import melp
+from melp.losses import MELPLoss
+from melp.models.config import resolve_config
+from melp.models.registry import get_config
+from melp.models.wav2vec2 import Wav2Vec2Encoder, grad_scale
+
+REPORTS = [
+    "sinus rhythm. left axis deviation. abnormal ecg.",
+    "atrial fibrillation with rapid ventricular response. abnormal ecg.",
+    "sinus bradycardia. otherwise normal ecg.",
+]
+
+TINY_TEXT = {
+    "name_or_path": "minilm",
+    "max_length": 24,
+    "from_config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 64,
+    },
+}
+
+
+def _reduced(name: str) -> dict:
+    """Overrides that keep a config's structure (ECG type, causal, freezing) at CI size."""
+    cfg = get_config(name)
+    if name in ("melp-test", "melp-tiny"):
+        return {}
+    ecg = {"sample_rate": 100, "n_samples": 400}
+    if cfg["ecg"]["type"] == "wav2vec2":
+        ecg.update(
+            conv_layers=[[16, 4, 4], [16, 2, 2]],
+            width=32,
+            layers=1,
+            heads=2,
+            ffn=32,
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+        )
+    else:
+        ecg.update(channels=[8, 8, 16, 16])
+    text = dict(TINY_TEXT, freeze_layers=min(cfg["text"]["freeze_layers"], 1))
+    return {
+        "embed_dim": 32,
+        "ecg": ecg,
+        "text": text,
+        "heads": {"beat_heads": 2, "n_caption_queries": 4, "caption_heads": 2},
+        "decoder": {"layers": 1, "heads": 2},
+    }
+
+
+@pytest.fixture(scope="module")
+def test_model():
+    torch.manual_seed(0)
+    return melp.create_model("melp-test")
+
+
+def _batch(model, b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 12, model.config["ecg"]["n_samples"], generator=g)
+    return x, model.tokenize(REPORTS[:b])
+
+
+@pytest.mark.parametrize("name", melp.list_models())
+def test_every_registered_config_forward_backward_gradients(name):
+    torch.manual_seed(0)
+    model = melp.create_model(name, **_reduced(name))
+    model.train()
+    x, enc = _batch(model)
+    out = model(ecg=x, **enc)
+    b, d, q = 3, model.config["embed_dim"], model.config["heads"]["n_beat_queries"]
+    m, s = model.config["max_sentences"], enc["input_ids"].shape[1]
+    assert out["ecg_latent"].shape == (b, d) and out["text_latent"].shape == (b, d)
+    assert out["beats"].shape == (b, q, d) and out["sentences"].shape == (b, m, d)
+    assert out["sentence_mask"].sum(1).tolist() == [3, 2, 2]
+    assert out["caption_logits"].shape == (b, s - 1, len(model.tokenizer))
+    assert torch.equal(out["caption_targets"], enc["input_ids"][:, 1:])
+    torch.testing.assert_close(out["ecg_latent"].norm(dim=-1), torch.ones(b))
+    losses = MELPLoss()(**out)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["total"].backward()
+    n_frozen = model.config["text"]["freeze_layers"]
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name}: {pname} got no gradient"
+            assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"
+            assert p.grad.abs().sum() > 0, f"{name}: {pname} got a zero gradient"
+        else:
+            assert p.grad is None
+            assert any(pname.startswith(f"text.bert.encoder.layer.{i}.") for i in range(n_frozen)), pname
+    frozen = sum(not p.requires_grad for p in model.parameters())
+    assert (frozen > 0) == (n_frozen > 0)
+
+
+def test_small_encoder_parameter_budget_matches_paper():
+    enc = Wav2Vec2Encoder(get_config("melp-small")["ecg"])
+
+    def count(mod):
+        return sum(p.numel() for p in mod.parameters()) / 1e6
+
+    assert count(enc) == pytest.approx(62.0, abs=0.1)
+    assert count(enc.stem) == pytest.approx(0.40, abs=0.01)
+    assert count(enc.feature_norm) + count(enc.input_proj) == pytest.approx(0.20, abs=0.01)
+    assert count(enc.pos_conv) == pytest.approx(4.72, abs=0.01)
+    assert count(enc.layers) == pytest.approx(56.7, abs=0.05)
+    x = torch.randn(1, 12, 5000)
+    with torch.no_grad():
+        assert enc.eval()(x).shape == (1, 312, 768)  # spec §3.1: 312 frames of 16 samples
+
+
+def test_positional_conv_weight_norm_has_one_magnitude_per_kernel_position():
+    enc = Wav2Vec2Encoder(get_config("melp-test")["ecg"])
+    g = enc.pos_conv.conv.parametrizations.weight.original0
+    assert g.shape == (1, 1, 8)
+    w = enc.pos_conv.conv.weight  # (D, D / groups, k)
+    torch.testing.assert_close(w.norm(dim=(0, 1)), g.flatten().abs(), atol=1e-5, rtol=1e-5)
+
+
+def test_grad_scale_scales_only_the_gradient():
+    x = torch.randn(4, requires_grad=True)
+    y = grad_scale(x, 0.1)
+    (y * 3).sum().backward()
+    assert torch.equal(y, x) and torch.allclose(x.grad, torch.full((4,), 0.3))
+
+
+def test_embed_probe_rhythm_and_latents_are_consistent(test_model):
+    model = test_model.eval()
+    x, enc = _batch(model)
+    with torch.no_grad():
+        emb = model.embed(x)
+        out = model(ecg=x, **enc)
+        torch.testing.assert_close(emb["rhythm"], emb["beats"].mean(1))
+        torch.testing.assert_close(emb["probe"] @ model.beat_proj, emb["rhythm"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.encode_ecg(x), F.normalize(emb["rhythm"], dim=-1))
+        torch.testing.assert_close(model.encode_ecg(x), out["ecg_latent"])
+        torch.testing.assert_close(model.encode_text(REPORTS), out["text_latent"])
+        torch.testing.assert_close(model.encode_text(enc), out["text_latent"])
+    model.train()
+
+
+def test_logit_scale_init_clamp_and_no_weight_decay(test_model):
+    model = copy.deepcopy(test_model)
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+    with torch.no_grad():
+        model.logit_scale.fill_(9.0)
+    model.clamp_logit_scale()
+    assert model.logit_scale.item() == pytest.approx(math.log(100))
+    with torch.no_grad():
+        model.logit_scale.fill_(-1.0)
+    model.clamp_logit_scale()
+    assert model.logit_scale.item() == 0.0
+    nwd = model.no_weight_decay()
+    assert {"logit_scale", "beat_pooler.query", "caption_pooler.query", "beat_norm.weight"} <= nwd
+    assert "beat_proj" not in nwd and "decoder.out_proj" not in nwd
+    params = dict(model.named_parameters())
+    assert all(params[n].ndim == 1 for n in nwd if not n.endswith("query") and n != "logit_scale")
+
+
+def test_save_load_round_trip_is_bit_exact(test_model, tmp_path):
+    model = test_model.eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = melp.load_model(tmp_path / "m")
+    sa, sb = model.state_dict(), loaded.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    x, enc = _batch(model)
+    with torch.no_grad():
+        a, b = model(ecg=x, **enc), loaded(ecg=x, **enc)
+    for k, v in a.items():
+        assert torch.equal(v, b[k]) if torch.is_tensor(v) else v == b[k], k
+    assert loaded.config == model.config
+    assert (
+        loaded.tokenize(["sinus rhythm."])["input_ids"].tolist()
+        == model.tokenize(["sinus rhythm."])["input_ids"].tolist()
+    )
+    model.train()
+
+
+def test_load_rejects_missing_or_unexpected_weights(test_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    test_model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "model.safetensors"
+    state = load_file(str(path))
+    state.pop("beat_proj")
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, str(path))
+    with pytest.raises(RuntimeError, match=r"missing=\['beat_proj'\].*unexpected=\['extra.weight'\]"):
+        melp.load_model(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        melp.load_model(tmp_path / "m" / "tokenizer")
+
+
+def test_malformed_configs_fail_loudly():
+    with pytest.raises(ValueError, match="unknown key.*'layer'"):
+        get_config("melp-test", ecg={"layer": 3})
+    with pytest.raises(ValueError, match="unknown key.*'foo'"):
+        resolve_config({"foo": 1})
+    with pytest.raises(ValueError, match="ecg.type"):
+        get_config("melp-test", ecg={"type": "lstm"})
+    with pytest.raises(ValueError, match="text.causal must be bool"):
+        get_config("melp-test", text={"causal": "yes"})
+    with pytest.raises(ValueError, match="unknown model"):
+        melp.create_model("melp-nonexistent")
+
+
+def test_paper_config_values():
+    cfg = get_config("melp-small")
+    assert cfg["ecg"]["width"] == 768 and cfg["ecg"]["layers"] == 8 and cfg["ecg"]["sample_rate"] == 500
+    assert cfg["text"] == {
+        "name_or_path": "fuyingw/heart_bert",
+        "from_config": None,
+        "causal": True,
+        "max_length": 128,
+        "freeze_layers": 6,
+    }
+    assert cfg["heads"]["n_beat_queries"] == 12 and cfg["embed_dim"] == 256
+    assert cfg["decoder"] == {"layers": 6, "heads": 8, "mlp_ratio": 4.0}
+
+
+def test_create_model_loads_named_text_checkpoint_weights():
+    from transformers import BertModel
+
+    from melp.text.tokenizer import resolve_text_path
+
+    model = melp.create_model("melp-test", text_model="minilm")
+    ref = BertModel.from_pretrained(resolve_text_path("minilm"))
+    w = model.text.bert.embeddings.word_embeddings.weight
+    assert w.shape[0] == ref.config.vocab_size + 1  # [BOS] row added
+    assert torch.equal(w[:-1], ref.embeddings.word_embeddings.weight)
+    assert torch.equal(
+        model.text.bert.encoder.layer[5].output.dense.weight, ref.encoder.layer[5].output.dense.weight
+    )
+    assert model.decoder.ln_final.normalized_shape == (384,)
+
+
+def test_wrong_lead_count_is_rejected(test_model):
+    with pytest.raises(ValueError, match=r"\(B, 12, T\)"):
+        test_model.encode_ecg(torch.randn(2, 8, 1000))
