@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_builders import BAD_RATE, BAD_SECONDS, build_bad_corpus, build_code15, build_mimic
+from fixtures_builders import BAD_RATE, BAD_SECONDS, build_bad_corpus, build_code15, build_mimic, ecg_like
 
 from melp.data.store import ECGStore, prepare
 
@@ -148,3 +148,19 @@ def test_mimic_short_reports_and_missing_files_in_store(tmp_path):
     assert length == 1000
     want = signals["10000117_4"].astype(np.float16).astype(np.float32)  # MIMIC order is canonical
     np.testing.assert_array_equal(x[:, :1000], want)
+
+
+def test_flags_keep_flat_lead_and_zero_fill_missing_leads(corpus, tmp_path):
+    exp, _, store = corpus
+    root = store.path.parent / "raw"
+    counts = prepare("generic", root, tmp_path / "s2", rate=BAD_RATE, seconds=BAD_SECONDS, progress=False,
+                     allow_flat_leads=True, allow_missing_leads=True)  # fmt: skip
+    s2 = ECGStore(tmp_path / "s2")
+    m = s2.manifest.set_index("id")
+    assert counts["kept"] == len(store) + 2 and {"flatlead", "lead8"} <= set(m.index)
+    x, _ = s2.signal(m.index.get_loc("lead8"))
+    assert not x[2:6].any()  # III, aVR, aVF, aVL zero-filled
+    x8 = ecg_like(8, 2000, seed=225).astype(np.float16).astype(np.float32)  # I, II, V1-V6 as written
+    np.testing.assert_array_equal(x[[0, 1, 6, 7, 8, 9, 10, 11]], x8)
+    x, _ = s2.signal(m.index.get_loc("flatlead"))
+    assert np.all(x[2] == np.float16(0.25))

@@ -352,3 +352,22 @@ def test_generic_binary_columns_and_required_report(tmp_path):
     ).index()
     assert idx.entries["id"].tolist() == ["r0"]
     assert idx.rejects[0]["id"] == "r1" and idx.rejects[0]["reason"].startswith("empty report")
+
+
+def test_corrupt_matlab_files_raise_bad_record(tmp_path):
+    from melp.data.readers.base import BadRecord
+    from melp.data.readers.cinc import read_cinc_mat
+    from melp.data.readers.cpsc import read_cpsc_mat
+
+    (tmp_path / "A0001.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 50)
+    with pytest.raises(BadRecord, match="^unreadable MATLAB file: "):
+        read_cpsc_mat(tmp_path / "A0001.mat")
+    scipy.io.savemat(str(tmp_path / "A0002.mat"), {"other": np.zeros(3)})
+    with pytest.raises(BadRecord, match="^bad MATLAB file: no struct field"):
+        read_cpsc_mat(tmp_path / "A0002.mat")
+    (tmp_path / "JS1.mat").write_bytes(b"garbage" * 20)  # no .hea: scipy path
+    with pytest.raises(BadRecord, match="^unreadable MATLAB file: "):
+        read_cinc_mat(tmp_path / "JS1.mat")
+    scipy.io.savemat(str(tmp_path / "JS2.mat"), {"val": np.zeros((8, 100), dtype=np.int16)})
+    with pytest.raises(BadRecord, match=r"^bad shape: 'val' has shape \(8, 100\)"):
+        read_cinc_mat(tmp_path / "JS2.mat")
