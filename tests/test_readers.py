@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -371,3 +372,33 @@ def test_corrupt_matlab_files_raise_bad_record(tmp_path):
     scipy.io.savemat(str(tmp_path / "JS2.mat"), {"val": np.zeros((8, 100), dtype=np.int16)})
     with pytest.raises(BadRecord, match=r"^bad shape: 'val' has shape \(8, 100\)"):
         read_cinc_mat(tmp_path / "JS2.mat")
+
+
+def test_generic_derives_limb_leads_of_8_lead_records(tmp_path):
+    from melp.data.readers.base import Signal
+    from melp.data.readers.generic import derive_limb_leads
+
+    i, ii = np.array([1.0, 0.5, -0.2]), np.array([0.4, 1.5, 0.2])
+    out = derive_limb_leads(Signal(data=np.stack([i, ii]), leads=["I", "II"], rate=500))
+    assert out.leads == ["I", "II", "III", "aVR", "aVL", "aVF"]
+    np.testing.assert_allclose(out.data[2], [-0.6, 1.0, 0.4])  # III = II - I
+    np.testing.assert_allclose(out.data[3], [-0.7, -1.0, 0.0])  # aVR = -(I + II) / 2
+    np.testing.assert_allclose(out.data[4], [0.8, -0.25, -0.3])  # aVL = I - II / 2
+    np.testing.assert_allclose(out.data[5], [-0.1, 1.25, 0.3])  # aVF = II - I / 2
+    # on a real CPSC record: dropping the four limb leads and deriving them gives them back
+    reader = get_reader("cpsc")(CPSC)
+    full = reader.load({"path": "A1980.mat"})
+    keep = [0, 1, 6, 7, 8, 9, 10, 11]
+    eight = Signal(data=full.data[keep], leads=[full.leads[k] for k in keep], rate=500)
+    canon_full, _ = reorder_leads(full.data, full.leads)
+    derived = derive_limb_leads(eight)
+    canon_derived, absent = reorder_leads(derived.data, derived.leads)
+    assert absent == []
+    np.testing.assert_allclose(canon_derived, canon_full, atol=0.02)
+    # through the generic reader option
+    np.save(tmp_path / "r8.npy", eight.data)
+    (tmp_path / "r8.json").write_text(json.dumps({"leads": eight.leads, "rate": 500}))
+    pd.DataFrame({"file": ["r8.npy"], "report": ["sinus rhythm"]}).to_csv(tmp_path / "r.csv", index=False)
+    g = get_reader("generic")(tmp_path, derive_limb_leads=True)
+    sig = g.load(g.index().entries.iloc[0].to_dict())
+    np.testing.assert_allclose(reorder_leads(sig.data, sig.leads)[0], canon_derived)

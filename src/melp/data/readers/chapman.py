@@ -56,7 +56,7 @@ class ChapmanReader(Reader):
             raise FileNotFoundError(f"chapman: no chapman_train.csv in {self.root}; pass splits=FOLDER")
         table = read_split_tables(folder, "chapman", CHAPMAN_CLASSES)
         rows, missing, rejects = [], [], []
-        for _, r in table.iterrows():
+        for r in table.to_dict("records"):
             rel = relative_ecg_path(str(r["ecg_path"]))
             if not rel:
                 continue

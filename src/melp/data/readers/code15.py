@@ -75,8 +75,8 @@ class Code15Reader(Reader):
             return self._index_test()
         raise FileNotFoundError(f"code15: neither exams.csv nor ecg_tracings.hdf5 in {self.root}")
 
-    def _labels(self, r: pd.Series, path: Path) -> list[str]:
-        absent = [c for c in LABEL_COLUMNS if c not in r.index]
+    def _labels(self, r, path: Path) -> list[str]:
+        absent = [c for c in LABEL_COLUMNS if c not in r]
         if absent:
             raise ValueError(f"{path}: label columns {absent} not found")
         return [name for col, name in LABEL_COLUMNS.items() if str(r[col]).strip() in _TRUE]
@@ -86,7 +86,7 @@ class Code15Reader(Reader):
         table = read_text_csv(csv)
         rows, missing, rejects = [], [], []
         rows_of: dict[str, dict[int, int] | str] = {}  # trace_file -> {exam_id: row} or error text
-        for _, r in table.iterrows():
+        for r in table.to_dict("records"):
             exam, file = str(r["exam_id"]).strip(), str(r["trace_file"]).strip()
             h5 = self.root / file
             if not h5.exists():

@@ -56,7 +56,7 @@ def read_split_tables(folder: Path, stem: str, classes: list[str]) -> pd.DataFra
     return pd.concat(parts, ignore_index=True)
 
 
-def positive_classes(row: pd.Series, classes: list[str]) -> list[str]:
+def positive_classes(row, classes: list[str]) -> list[str]:
     """Names of the classes whose column holds 1 (``"1"``, ``"1.0"`` or ``"True"``)."""
     return [c for c in classes if str(row[c]).strip() in ("1", "1.0", "True", "true")]
 
@@ -97,7 +97,7 @@ class CpscReader(Reader):
         on_disk = {p.stem: p for p in sorted(self.root.rglob("*.mat"))}
         rows, missing, rejects = [], [], []
         listed = set()
-        for _, r in table.iterrows():
+        for r in table.to_dict("records"):
             rid = str(r["filename"]).strip()
             listed.add(rid)
             if rid not in on_disk:

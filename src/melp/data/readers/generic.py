@@ -120,6 +120,30 @@ def read_npy(path: Path, leads: list[str] | None, rate: float | None) -> Signal:
     return Signal(data=np.asarray(arr, dtype=np.float64), leads=list(leads), rate=float(rate))
 
 
+def derive_limb_leads(sig: Signal) -> Signal:
+    """Add the limb leads a record lacks (III, aVR, aVL, aVF) from I and II.
+
+    Einthoven/Goldberger with I = LA - RA, II = LL - RA: III = II - I, aVR = -(I + II)/2,
+    aVL = I - II/2, aVF = II - I/2. Used for 8-lead devices that store I, II, V1-V6 only.
+    Records without I and II, or with all four leads present, are returned unchanged.
+    """
+    names = {str(n).strip().lower(): i for i, n in enumerate(sig.leads)}
+    if "i" not in names or "ii" not in names:
+        return sig
+    lead_i, lead_ii = sig.data[names["i"]], sig.data[names["ii"]]
+    formulas = {
+        "III": lead_ii - lead_i,
+        "aVR": -(lead_i + lead_ii) / 2,
+        "aVL": lead_i - lead_ii / 2,
+        "aVF": lead_ii - lead_i / 2,
+    }
+    add = {k: v for k, v in formulas.items() if k.lower() not in names}
+    if not add:
+        return sig
+    data = np.concatenate([sig.data, np.stack(list(add.values()))], axis=0)  # (L + n_added, T)
+    return Signal(data=data, leads=[*sig.leads, *add], rate=sig.rate)
+
+
 _MARK = 0xF700  # undecodable byte b is read as the private-use character U+F700 + b
 
 
@@ -181,7 +205,8 @@ class GenericReader(Reader):
     Options: ``csv`` (path, default the only ``*.csv`` in ROOT), ``leads`` and ``sample_rate`` (for .npy
     files without sidecar), ``label_columns`` (comma-separated; default: every extra 0/1 column),
     ``task`` (task name, default ``labels``), ``require_report`` (default: true when the CSV has a
-    ``report`` column and no labels; rows with an empty report are then rejected).
+    ``report`` column and no labels; rows with an empty report are then rejected),
+    ``derive_limb_leads`` (default false: compute III, aVR, aVL, aVF from I and II when absent).
     """
 
     name = "generic"
@@ -257,7 +282,7 @@ class GenericReader(Reader):
         elif isinstance(require_report, str):
             require_report = require_report.strip().lower() in ("1", "true", "yes")
         rows, missing, rejects = [], [], []
-        for _, r in t.iterrows():
+        for r in t.to_dict("records"):
             file = str(r["file"]).strip()
             if not file:
                 continue
@@ -294,13 +319,18 @@ class GenericReader(Reader):
         entries = drop_duplicate_ids(pd.DataFrame(rows, columns=cols), rejects)
         return Index(entries=entries, missing=missing, rejects=rejects)
 
-    def _row_labels(self, r: pd.Series) -> list[str]:
+    def _row_labels(self, r: dict) -> list[str]:
         if "labels" in self._table.columns and not self.options.get("label_columns"):
             return [n.strip() for n in str(r["labels"]).split(";") if n.strip()]
         return [c for c in self._classes if str(r[c]).strip() in ("1", "1.0")]
 
     def load(self, entry: dict) -> Signal:
         path = self.root / entry["path"]
-        if path.suffix == ".npy":
-            return read_npy(path, self.leads, self.rate)
-        return read_wfdb(path.with_suffix(""))
+        sig = (
+            read_npy(path, self.leads, self.rate)
+            if path.suffix == ".npy"
+            else read_wfdb(path.with_suffix(""))
+        )
+        if str(self.options.get("derive_limb_leads", False)).lower() in ("1", "true", "yes"):
+            sig = derive_limb_leads(sig)
+        return sig
