@@ -94,7 +94,5 @@ def _pretrain(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         log.error("%s", err)
         return 3
-    print(
-        f"best val/mean_auroc {summary['best_score']}; best model exported to {summary['best_model']}"
-    )
+    print(f"best val/mean_auroc {summary['best_score']}; best model exported to {summary['best_model']}")
     return 0

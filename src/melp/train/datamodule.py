@@ -134,7 +134,11 @@ class ValSet:
 
 
 def make_loader(
-    dataset: IndexedDataset, sampler: Sampler, batch_size: int, num_workers: int, pin_memory: bool,
+    dataset: IndexedDataset,
+    sampler: Sampler,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool,
     drop_last: bool,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` driven by ``sampler`` (persistent workers when > 0)."""

@@ -1,0 +1,261 @@
+"""``pretrain(cfg)``: build model, data, trainer and callbacks from a :class:`PretrainConfig` and run.
+
+Output folder layout (``cfg.out``)::
+
+    config.yaml                resolved config
+    checkpoints/best.ckpt      best by val/mean_auroc (Lightning checkpoint, full training state)
+    checkpoints/last.ckpt      last step (written at validation, every ckpt_every_n_steps, and at the end)
+    logs/csv/metrics.csv       CSV log;  logs/tb/  TensorBoard log
+    best_model/                model.save_pretrained() of the best checkpoint (what eval commands load)
+    summary.json               best score, steps, wall time
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from melp.train.config import PretrainConfig, save_config
+from melp.train.datamodule import IndexedDataset, ResumableSampler, ValSet, make_loader
+from melp.train.module import MELPLightning, NonFiniteLossError
+
+__all__ = ["pretrain", "build_model", "NonFiniteLossError"]
+
+log = logging.getLogger("melp.train")
+
+
+def build_model(cfg: PretrainConfig):
+    """The library model named by ``cfg.model`` (a saved folder with ``init``, else ``create_model``)."""
+    import melp
+
+    m = cfg.model
+    if m.init:
+        if m.overrides or m.text:
+            raise ValueError(
+                "model.init (a saved model) cannot be combined with model.overrides / model.text"
+            )
+        return melp.load_model(m.init)
+    return melp.create_model(m.name, text_model=m.text, **m.overrides)
+
+
+def _rows(store, split, folds, limit, where: str) -> np.ndarray:
+    from melp.data.datasets import split_rows
+
+    rows = split_rows(store, split=split, folds=folds)
+    if limit:
+        rows = rows[:limit]
+    if len(rows) == 0:
+        raise ValueError(f"{where}: no rows of store {store.path} match split={split!r} folds={folds!r}")
+    return rows
+
+
+def _check_store(model, store, where: str) -> None:
+    ecg = model.config["ecg"]
+    rate, n = store.meta.get("rate"), store.meta.get("n_samples")
+    if rate != ecg["sample_rate"] or n != ecg["n_samples"]:
+        raise ValueError(
+            f"{where}: store {store.path} holds {n} samples at {rate} Hz but model "
+            f"{model.config.get('name')} expects {ecg['n_samples']} at {ecg['sample_rate']} Hz; "
+            f"prepare the store with --rate {ecg['sample_rate']} --seconds {ecg['n_samples'] / ecg['sample_rate']:g}"
+        )
+
+
+class _Data(L.LightningDataModule):
+    """Builds the loaders inside ``fit`` (after DDP launch, when rank and world size are known)."""
+
+    def __init__(self, cfg: PretrainConfig, train_ds: IndexedDataset, val_sets: list[ValSet]) -> None:
+        super().__init__()
+        self.cfg, self.train_ds, self.val_sets = cfg, train_ds, val_sets
+
+    def train_dataloader(self):
+        t, d = self.trainer, self.cfg.data
+        sampler = ResumableSampler(
+            len(self.train_ds), seed=self.cfg.seed, shuffle=True, rank=t.global_rank,
+            world_size=t.world_size, drop_last=d.drop_last, dataset=self.train_ds,
+        )  # fmt: skip
+        pos = t.lightning_module._resume_position
+        if pos is not None:
+            sampler.resume(pos[0], pos[1] * d.batch_size)
+        return make_loader(self.train_ds, sampler, d.batch_size, d.num_workers, d.pin_memory, d.drop_last)
+
+    def val_dataloader(self):
+        t = self.trainer
+        loaders = []
+        for vs in self.val_sets:
+            sampler = ResumableSampler(
+                len(vs.dataset), shuffle=False, rank=t.global_rank, world_size=t.world_size
+            )
+            loaders.append(
+                make_loader(
+                    vs.dataset,
+                    sampler,
+                    self.cfg.val.batch_size,
+                    self.cfg.data.num_workers,
+                    self.cfg.data.pin_memory,
+                    drop_last=False,
+                )  # fmt: skip
+            )
+        return loaders
+
+
+class _SaveLastAtEnd(Callback):
+    """Write ``last.ckpt`` when training ends normally (also after ``stop_at_step``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(str(self.path))
+
+
+def _resume_path(resume: str | None, ckpt_dir: Path) -> str | None:
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = ckpt_dir / "last.ckpt"
+        if last.is_file():
+            return str(last)
+        log.info("--resume auto: no %s yet, starting from scratch", last)
+        return None
+    if not Path(resume).is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint (use a .ckpt path or 'auto')")
+    return resume
+
+
+def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
+    """Run MELP pretraining as configured; returns a summary dict (also written to summary.json).
+
+    Raises:
+        NonFiniteLossError: a loss term became NaN/Inf (all ranks stop; last good checkpoint kept).
+    """
+    from melp.data.datasets import DownstreamDataset, PretrainDataset
+    from melp.data.store import ECGStore
+    from melp.losses import MELPLoss
+
+    t0 = time.time()
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg)
+
+    if not cfg.data.store:
+        raise ValueError(
+            "data.store is empty: set it to a store folder (melp prepare ...), e.g. --set data.store=DIR"
+        )
+    store = ECGStore(cfg.data.store)
+    _check_store(model, store, "data.store")
+    rows = _rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
+    reports = store.manifest["report"].fillna("").astype(str).to_numpy()
+    rows = rows[np.char.str_len(reports[rows].astype(str)) > 0]  # records without a report cannot pair
+    train_ds = IndexedDataset(
+        PretrainDataset(store, rows, lead_mask_p=cfg.data.lead_mask_p, normalize=cfg.data.normalize),
+        seed=cfg.seed,
+    )
+    val_sets = []
+    for k, v in enumerate(cfg.val.sets):
+        vstore = store if (not v.store or v.store == cfg.data.store) else ECGStore(v.store)
+        _check_store(model, vstore, f"val.sets.{k}.store")
+        vrows = _rows(vstore, v.split, v.folds, v.limit, f"val.sets.{k}")
+        ds = DownstreamDataset(vstore, v.task, vrows, normalize=cfg.data.normalize)
+        val_sets.append(ValSet(v.name or v.task, list(ds.classes), IndexedDataset(ds, seed=cfg.seed)))
+
+    tc = cfg.trainer
+    strategy = tc.strategy
+    if strategy == "auto" and tc.devices * tc.num_nodes > 1:
+        strategy = "ddp"
+    world = tc.devices * tc.num_nodes
+    batches_per_epoch = len(train_ds) // world if cfg.data.drop_last else math.ceil(len(train_ds) / world)
+    batches_per_epoch = (
+        batches_per_epoch // cfg.data.batch_size
+        if cfg.data.drop_last
+        else math.ceil(batches_per_epoch / cfg.data.batch_size)
+    )
+    if batches_per_epoch == 0:
+        raise ValueError(
+            f"data: {len(train_ds)} training records give no full batch of {cfg.data.batch_size} on {world} "
+            "device(s); lower data.batch_size or set data.drop_last=false"
+        )
+    steps_per_epoch = math.ceil(batches_per_epoch / tc.accumulate_grad_batches)
+    total_steps = tc.max_steps if tc.max_steps > 0 else tc.max_epochs * steps_per_epoch
+    lightning_steps = tc.stop_at_step if tc.stop_at_step > 0 else total_steps
+
+    module = MELPLightning(
+        cfg, model, MELPLoss(cfg.loss.clip, cfg.loss.caption, cfg.loss.beat), val_sets, total_steps
+    )
+    callbacks: list[Callback] = [LearningRateMonitor(logging_interval="step")]
+    ckpt = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/mean_auroc" if val_sets else None,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        every_n_train_steps=tc.ckpt_every_n_steps or None,
+        enable_version_counter=False,
+    )
+    callbacks += [ckpt, _SaveLastAtEnd(ckpt_dir / "last.ckpt")]
+    val_kw: dict = {"limit_val_batches": 0} if not val_sets else {}
+    if val_sets and cfg.val.every_n_steps > 0:
+        val_kw = {"val_check_interval": cfg.val.every_n_steps, "check_val_every_n_epoch": None}
+    trainer = L.Trainer(
+        default_root_dir=str(out),
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=strategy,
+        precision=tc.precision,
+        max_steps=lightning_steps,
+        max_epochs=-1 if tc.max_steps > 0 else tc.max_epochs,
+        accumulate_grad_batches=tc.accumulate_grad_batches,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        log_every_n_steps=tc.log_every_n_steps,
+        deterministic=tc.deterministic,
+        callbacks=callbacks,
+        logger=[
+            CSVLogger(str(out), name="logs", version="csv"),
+            TensorBoardLogger(str(out), name="logs", version="tb", default_hp_metric=False),
+        ],
+        enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # ResumableSampler shards itself
+        **val_kw,
+    )
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    log.info(
+        "pretraining %s on %d records (%d val sets): %d steps (%d per epoch), warmup %d",
+        model.config.get("name"), len(train_ds), len(val_sets), total_steps, steps_per_epoch,
+        module.warmup_steps,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=_Data(cfg, train_ds, val_sets), ckpt_path=_resume_path(resume, ckpt_dir))
+
+    summary = {
+        "best_score": None if module.best_score == -math.inf else module.best_score,
+        "best_checkpoint": ckpt.best_model_path or str(ckpt_dir / "last.ckpt"),
+        "best_model": str(out / "best_model"),
+        "global_step": trainer.global_step,
+        "total_steps": total_steps,
+        "seconds": time.time() - t0,
+    }
+    if trainer.is_global_zero:
+        final_state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        state = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+        module.model.save_pretrained(out / "best_model")
+        module.model.load_state_dict(final_state)  # leave the returned module at its last weights
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["module"] = module
+    return summary
