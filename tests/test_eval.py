@@ -117,3 +117,142 @@ def test_linear_head_learns_separable_features_and_stops_early():
         x[:200], y[:200], x[200:250], y[200:250], HeadConfig(epochs=60, patience=5, seed=1)
     )
     torch.testing.assert_close(head.weight, head2.weight)
+
+
+# ----------------------------------------------------------------------------- real store + tiny model
+
+DATA = __import__("pathlib").Path(__file__).parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A store of 8 real PTB-XL mini records per fold (72) and the tiny `melp-test` model."""
+    import melp
+    from melp.data.store import ECGStore, prepare
+    from melp.eval.demo import subset_root
+
+    tmp = tmp_path_factory.mktemp("eval")
+    root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=8)
+    prepare("ptbxl", root, tmp / "store", workers=0, progress=False)
+    torch.manual_seed(0)
+    return melp.create_model("melp-test").eval(), ECGStore(tmp / "store"), tmp
+
+
+def test_zeroshot_end_to_end_matches_direct_computation(tiny):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from melp.eval.common import ecg_batches, label_matrix, rows_for
+    from melp.eval.metrics import macro_auroc
+    from melp.eval.zeroshot import run_zeroshot
+
+    model, store, tmp = tiny
+    rows = rows_for(store, folds=[9])
+    res = run_zeroshot(model, store, "ptbxl_super_class", rows, out=tmp / "zs", n_boot=100)
+    # recompute by hand: class embedding = normalised mean of its phrasings' text latents
+    from melp.eval.prompts import load_prompts
+
+    prompts = load_prompts()
+    y, classes = label_matrix(store, "super_class", rows)
+    with torch.no_grad():
+        w = torch.stack(
+            [torch.nn.functional.normalize(model.encode_text(prompts[c]).mean(0), dim=0) for c in classes], 1
+        )
+        x = next(ecg_batches(store, rows, 1000))["ecg"]
+        scores = (model.encode_ecg(x) @ w).numpy()
+    assert res["macro_auroc"] == pytest.approx(macro_auroc(y, scores), abs=1e-5)
+    saved = json.loads((tmp / "zs" / "zeroshot_super_class.json").read_text())
+    assert saved["macro_auroc"] == pytest.approx(res["macro_auroc"])
+    assert saved["ci"]["auroc"]["lo"] <= saved["ci"]["auroc"]["hi"]
+    table = pd.read_csv(tmp / "zs" / "zeroshot_super_class_per_class.csv")
+    assert list(table["class"]) == classes
+    assert (tmp / "zs" / "zeroshot_super_class_roc.png").stat().st_size > 10_000
+    sc = pd.read_csv(tmp / "zs" / "zeroshot_super_class_scores.csv")
+    np.testing.assert_allclose(sc[[f"score_{c}" for c in classes]].to_numpy(), scores, atol=1e-4)
+
+
+def test_probe_splits_and_random_baseline(tiny):
+    from melp.eval.common import choose_splits
+    from melp.eval.probe import HeadConfig, run_probe
+
+    model, store, tmp = tiny
+    splits = choose_splits(store, val_fraction=0.2)
+    # mini store has no fold 10: test = fold 9, val = 20% of the folds 1-8 patients
+    assert set(store.manifest["fold"].iloc[splits.test]) == {9}
+    assert set(store.manifest["fold"].iloc[splits.train]) <= set(range(1, 9))
+    pat = store.manifest["patient"]
+    assert not set(pat.iloc[splits.train]) & set(pat.iloc[splits.val])
+    res = run_probe(model, store, "super_class", splits, (0.5, 1.0), out=tmp / "probe", n_boot=0,
+                    config=HeadConfig(epochs=3))  # fmt: skip
+    assert res["fractions"]["1"]["n_train"] == len(splits.train)
+    assert res["fractions"]["0.5"]["n_train"] < len(splits.train)
+    assert 0 <= res["macro_auroc"]["1"] <= 1
+    assert (tmp / "probe" / "probe_super_class.json").exists()
+
+
+def test_retrieval_generation_identification_embed(tiny):
+    import numpy as np
+
+    from melp.eval.embed import embed_store, load_embeddings, save_embeddings
+    from melp.eval.generation import run_generation
+    from melp.eval.retrieval import patient_identification, run_retrieval
+
+    model, store, tmp = tiny
+    rows = store.select(folds=[9])
+    r = run_retrieval(model, store, rows, out=tmp)
+    assert (
+        r["n_unique_reports"] <= len(rows)
+        and 0 <= r["ecg_to_report"]["R@1"] <= r["ecg_to_report"]["R@10"] <= 1
+    )
+    g = run_generation(model, store, rows[:2], out=tmp, strategy="greedy", max_length=6)
+    assert g["n"] == 2 and (tmp / "generation.csv").exists()
+    emb = embed_store(model, store, rows[:5])
+    assert emb["beats"].shape == (5, 12, 32) and emb["rhythm"].shape == (5, 32)
+    np.testing.assert_allclose(emb["rhythm"], emb["beats"].mean(1), atol=1e-5)
+    for suffix in (".npy", ".parquet"):
+        back = load_embeddings(save_embeddings(emb, tmp / f"emb{suffix}"))
+        assert back["id"] == emb["id"]
+        for k in ("rhythm", "beats", "probe"):
+            np.testing.assert_array_equal(back[k], emb[k])
+    # patient identification needs patients with >= 2 records: fake them by relabelling
+    store.manifest["patient"] = [str(i // 2) for i in range(len(store))]
+    try:
+        p = patient_identification(model, store, np.arange(len(store)))
+    finally:
+        store.manifest["patient"] = store.manifest["id"]
+    assert p["n_probes"] == len(store) // 2 and 0 <= p["R@1"] <= p["R@5"] <= 1
+
+
+def test_finetune_trains_a_copy_and_reports_test_metrics(tiny):
+    from melp.eval.common import choose_splits
+    from melp.eval.finetune import FinetuneConfig, run_finetune
+
+    model, store, tmp = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    splits = choose_splits(store, val_fraction=0.2)
+    res = run_finetune(model, store, "super_class", splits, (1.0,), out=tmp / "ft", n_boot=0,
+                       config=FinetuneConfig(epochs=2, batch_size=16, patience=1))  # fmt: skip
+    r = res["fractions"]["1"]
+    assert 1 <= r["best_epoch"] <= r["epochs_run"] <= 2 and 0 <= r["macro_auroc"] <= 1
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])  # the caller's model is untouched
+
+
+def test_cli_zeroshot_retrieve_embed(tiny, capsys):
+    import json
+
+    from melp.cli import main
+
+    model, store, tmp = tiny
+    model.save_pretrained(tmp / "model")
+    args = ["--model", str(tmp / "model"), "--data", str(store.path), "--device", "cpu"]
+    assert main(["zeroshot", *args, "--task", "super_class", "rhythm", "--folds", "9", "--n-boot", "20",
+                 "--out", str(tmp / "cli")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "zero-shot super_class: macro AUROC" in out and "zero-shot rhythm" in out
+    assert "macro_auroc" in json.loads((tmp / "cli" / "zeroshot_super_class.json").read_text())
+    assert main(["retrieve", *args, "--folds", "9", "--out", str(tmp / "cli")]) == 0
+    assert main(["embed", *args, "--out", str(tmp / "cli" / "emb.parquet")]) == 0
+    assert "wrote 72 embeddings" in capsys.readouterr().out

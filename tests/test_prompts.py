@@ -87,6 +87,11 @@ def test_prompt_words_are_spelled_as_in_real_reports_or_scp_descriptions():
     dx = pd.read_csv(DATA / "real-format-samples" / "challenge2021_dx_mapping.csv")
     corpus = " ".join(db["report"].dropna().str.lower()) + " " + " ".join(scp["description"].str.lower())
     corpus += " " + " ".join(dx["dx_name"].str.lower())
+    # the English side of the PTB-XL translation table (what translated reports say)
+    table = Path(__file__).parents[1] / "src" / "melp" / "data" / "resources" / "ptbxl_phrases.tsv"
+    if table.exists():
+        rows = [ln.split("\t") for ln in table.read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
+        corpus += " " + " ".join(r[2].lower() for r in rows if len(r) >= 3)
     vocab = _words(corpus)
     extra = {"wenckebach", "mobitz", "upward", "upsloping", "tilted", "sloping", "pulmonale", "pre",
              "excitation", "pattern", "strain", "afib", "svt", "lbbb", "rbbb", "ivcd", "ilbbb", "sagging",

@@ -151,7 +151,7 @@ def ecg_batches(
     for start in range(0, len(ds), batch_size):
         items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
         batch: dict[str, Any] = {
-            "ecg": torch.from_numpy(np.stack([np.asarray(it["ecg"], dtype=np.float32) for it in items])),
+            "ecg": torch.stack([torch.as_tensor(it["ecg"], dtype=torch.float32) for it in items]),
             "id": [str(it["id"]) for it in items],
         }
         if with_reports:

@@ -116,8 +116,10 @@ def run_zeroshot(
 ) -> dict[str, Any]:
     """Zero-shot evaluation of one task: metrics with bootstrap intervals; writes JSON/CSV/ROC to
     ``out`` (when given) as ``zeroshot_{task}.*``. Returns the summary dict (``macro_auroc`` ...)."""
+    from melp.eval.common import resolve_task
     from melp.eval.results import summarise_classification, write_classification
 
+    task = resolve_task(store, task)
     y, scores, classes, ids = zero_shot_scores(model, store, task, rows, prompts, batch_size, normalize)
     extra = {"method": "zero-shot", "task": task, "store": str(store.path), "n_records": len(ids)}
     if out is None:
