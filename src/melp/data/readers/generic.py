@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -155,12 +156,16 @@ def _mark_bad_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
 codecs.register_error("melp-mark", _mark_bad_bytes)
 
 
+_MARKED = re.compile(f"[{chr(_MARK + 0x80)}-{chr(_MARK + 0xFF)}]")
+
+
 def bad_text_reason(text: str) -> str | None:
     """Reason string if ``text`` holds undecodable bytes (as read by :func:`read_text_csv`)."""
-    for ch in text:
-        if _MARK + 0x80 <= ord(ch) <= _MARK + 0xFF:
-            return f"bad encoding: report is not valid UTF-8 (byte 0x{ord(ch) - _MARK:02x}); re-save the CSV as UTF-8"
-    return None
+    found = _MARKED.search(text)
+    if found is None:
+        return None
+    byte = ord(found.group()) - _MARK
+    return f"bad encoding: report is not valid UTF-8 (byte 0x{byte:02x}); re-save the CSV as UTF-8"
 
 
 def read_text_csv(path: Path, **kwargs) -> pd.DataFrame:

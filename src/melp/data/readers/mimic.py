@@ -14,6 +14,8 @@ patient: unique ``subject_id`` values are split 98/2 into train/val with scikit-
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -94,18 +96,22 @@ class MimicReader(Reader):
         rejects: list[dict] = []
         for df in (records, mm):
             df["id"] = df["subject_id"].str.strip() + "_" + df["study_id"].str.strip()
-        paths = dict(zip(records["id"], records["path"].str.strip()))
-        report_vals = mm[REPORT_COLUMNS].to_numpy()
+        paths = dict(zip(records["id"].tolist(), records["path"].str.strip().tolist()))
+        report_vals = mm[REPORT_COLUMNS].to_numpy(dtype=object)  # (n_rows, 18) str, "" = missing
         rows = []
-        for i, (rid, subject) in enumerate(zip(mm["id"], mm["subject_id"].str.strip())):
-            joined = join_statements([v if v != "" else None for v in report_vals[i]])
+        for rid, subject, values in zip(
+            mm["id"].tolist(), mm["subject_id"].str.strip().tolist(), report_vals
+        ):
+            joined = ". ".join(v for v in values if v)  # = join_statements (missing cells are "")
             rel = paths.get(rid)
             file = rel + ".hea" if rel else "machine_measurements.csv"
             reason = bad_text_reason(joined)
             if reason is None and rel is None:
                 reason = "no record: study absent from record_list.csv"
-            if reason is None and report_word_count(clean_report(joined)) < MIN_WORDS:
-                reason = f"short report: under {MIN_WORDS} words ({clean_report(joined)!r})"
+            if reason is None:
+                cleaned = clean_report(joined)
+                if report_word_count(cleaned) < MIN_WORDS:
+                    reason = f"short report: under {MIN_WORDS} words ({cleaned!r})"
             if reason:
                 rejects.append({"id": rid, "file": file, "reason": reason})
                 continue
@@ -121,8 +127,10 @@ class MimicReader(Reader):
         entries["split"] = entries["patient"].map(split)
         entries["fold"] = None
         # MIMIC names its signal file STUDY.dat next to STUDY.hea; stat both (no header parsing).
+        root = str(self.root)
         present = [
-            (self.root / p).exists() and (self.root / p).with_suffix(".dat").exists() for p in entries["path"]
+            os.path.exists(f"{root}/{p}") and os.path.exists(f"{root}/{p[:-4]}.dat")
+            for p in entries["path"].tolist()
         ]
         missing = entries.loc[[not k for k in present], "path"].tolist()
         entries = entries.loc[present].reset_index(drop=True)
