@@ -402,3 +402,15 @@ def test_generic_derives_limb_leads_of_8_lead_records(tmp_path):
     g = get_reader("generic")(tmp_path, derive_limb_leads=True)
     sig = g.load(g.index().entries.iloc[0].to_dict())
     np.testing.assert_allclose(reorder_leads(sig.data, sig.leads)[0], canon_derived)
+
+
+def test_prepare_help_lists_every_source_with_its_description():
+    import argparse
+
+    from melp.data.cli import add_commands
+
+    parser = argparse.ArgumentParser(prog="melp")
+    add_commands(parser.add_subparsers(dest="command"))
+    text = parser._subparsers._group_actions[0].choices["prepare"].format_help()
+    for name, cls in available_readers().items():
+        assert f"{name} " in text and cls.description[:40] in text.replace("\n", " "), name
