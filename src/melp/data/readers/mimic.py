@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from melp.data.readers.base import Index, Reader, Signal, register_reader
 from melp.data.readers.generic import (
@@ -66,6 +65,8 @@ def report_word_count(report: str) -> int:
 
 def patient_split(subjects: list[str], val_fraction: float = 0.02, seed: int = 42) -> dict[str, str]:
     """Unique subject ids (in first-appearance order) -> "train"/"val", as the reference does."""
+    from sklearn.model_selection import train_test_split  # lazy: sklearn import costs seconds
+
     unique = list(dict.fromkeys(subjects))
     if len(unique) < 2:
         return dict.fromkeys(unique, "train")
