@@ -18,7 +18,7 @@ from fixtures_builders import MIMIC_LEADS
 
 from melp.data.store import prepare
 
-N_RECORDS, CHUNK = 300, 8
+N_RECORDS, CHUNK = 200, 8
 N_CHUNKS = -(-N_RECORDS // CHUNK)
 STORE_FILES = ("signals.npy", "manifest.parquet", "rejects.parquet", "meta.json")
 
@@ -29,7 +29,7 @@ def _melp() -> list[str]:
 
 
 def _build(root: Path) -> None:
-    """300 small NumPy records (12 x 1000 at 100 Hz); every 50th is all-zero (a reject)."""
+    """200 small NumPy records (12 x 1000 at 100 Hz); every 50th is all-zero (a reject)."""
     root.mkdir()
     base = np.random.default_rng(0).standard_normal((12, 1000)).astype(np.float32)
     files = []
@@ -58,7 +58,7 @@ def test_sigkill_midway_then_resume_is_byte_identical(tmp_path):
     ref = tmp_path / "ref"
     counts = prepare("generic", root, ref, rate=250, seconds=10, chunk_size=CHUNK, progress=False,
                      leads=",".join(MIMIC_LEADS), sample_rate=100)  # fmt: skip
-    assert counts["kept"] == N_RECORDS - 6 and counts["rejected"] == 6
+    assert counts["kept"] == N_RECORDS - 4 and counts["rejected"] == 4
 
     # the interrupted run: SIGKILL as soon as a few chunks are finished
     out = tmp_path / "out"
