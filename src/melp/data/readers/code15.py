@@ -9,8 +9,8 @@ Two layouts are recognised:
   row-aligned with it (``annotations/gold_standard.csv`` or ``code_test.csv``, or the
   ``labels_csv`` option); ``split`` is "test".
 
-Signals: 400 Hz, values in mV (the dataset documentation states the scale as 1e-4 V units that
-become mV-sized values; typical QRS amplitudes are ~1), lead order DI, DII, DIII, AVR, AVL, AVF,
+Signals: 400 Hz, values used as stored, taken as mV (the authors' preprocessing tool,
+antonior92/ecg-preprocessing, rescales by a factor that defaults to 1), lead order DI, DII, DIII, AVR, AVL, AVF,
 V1-V6 (dataset documentation), mapped by name. Exams shorter than 4096 samples are zero-padded
 symmetrically in the files; the reader strips the padding: the valid region is the span from
 the first to the last sample where any lead is non-zero. Labels (task ``code``) are read by
