@@ -105,46 +105,44 @@ def subset_root(root: Path, dest: Path, per_fold: int) -> Path:
 
 
 def _pretrain(cfg: DemoConfig, store: Path, text_dir: Path | None, out: Path, train_folds: list[int]) -> Path:
-    from melp.train.config import apply_overrides, load_config
+    from melp.train.config import ValSetConfig, apply_overrides, load_config
     from melp.train.run import pretrain
 
     tcfg = load_config("melp-tiny")
-    sets = f'[{{"store": "{store}", "task": "super_class", "folds": [{train_folds[-1]}]}}]'
-    overrides = [
-        f"out={out}",
-        f"data.store={store}",
-        f"data.folds={train_folds}".replace(" ", ""),
-        f"model.name={cfg.model}",
-        f"val.sets={sets}",
-    ]
-    if text_dir is not None:
-        overrides.append(f"model.text={text_dir}")
+    tcfg.out = str(out)
+    tcfg.data.store = str(store)
+    tcfg.data.folds = list(train_folds)
+    tcfg.model.name = cfg.model
+    tcfg.model.text = str(text_dir) if text_dir is not None else None
+    # checkpoint selection monitors zero-shot on the last TRAINING fold; the evaluation fold stays unseen
+    tcfg.val.sets = [ValSetConfig(store=str(store), task="super_class", folds=[train_folds[-1]],
+                                  name=f"super_fold{train_folds[-1]}")]  # fmt: skip
     if cfg.pretrain_epochs:
-        overrides.append(f"trainer.max_epochs={cfg.pretrain_epochs}")
+        tcfg.trainer.max_epochs = cfg.pretrain_epochs
     if cfg.fast:
-        overrides.append("trainer.progress_bar=false")
-    tcfg = apply_overrides(tcfg, overrides + list(cfg.pretrain_overrides))
+        tcfg.trainer.progress_bar = False
+    tcfg = apply_overrides(tcfg, list(cfg.pretrain_overrides))
     summary = pretrain(tcfg)
     return Path(summary["best_model"])
 
 
 def _table(summary: dict[str, Any]) -> str:
-    lines = [f"{'evaluation (fold ' + str(summary['val_fold']) + ')':<44} {'value':>8}", "-" * 53]
+    lines = [f"{'evaluation (fold ' + str(summary['val_fold']) + ')':<52} {'value':>8}", "-" * 62]
     for task, r in summary["zeroshot"].items():
-        lines.append(f"{'zero-shot ' + task + ' macro AUROC':<44} {r['macro_auroc']:>8.3f}")
+        lines.append(f"{'zero-shot ' + task + ' macro AUROC':<52} {r['macro_auroc']:>8.3f}")
     for name in ("probe", "probe_random"):
         for frac, auc in summary[name]["macro_auroc"].items():
             label = "linear probe" if name == "probe" else "probe, random-init encoder"
-            lines.append(f"{label + f' {float(frac) * 100:g}% super_class AUROC':<44} {auc:>8.3f}")
+            lines.append(f"{label + f' {float(frac) * 100:g}% super_class AUROC':<52} {auc:>8.3f}")
     r = summary["retrieval"]
     for key in ("ecg_to_report", "report_to_ecg"):
-        lines.append(f"{'retrieval ' + key.replace('_', ' ') + ' R@1 / R@10':<44} "
+        lines.append(f"{'retrieval ' + key.replace('_', ' ') + ' R@1 / R@10':<52} "
                      f"{r[key]['R@1']:>8.3f} / {r[key]['R@10']:.3f}")  # fmt: skip
     if summary.get("patient_identification"):
         p = summary["patient_identification"]
-        lines.append(f"{'patient identification top-1 / top-5':<44} {p['R@1']:>8.3f} / {p['R@5']:.3f}")
+        lines.append(f"{'patient identification top-1 / top-5':<52} {p['R@1']:>8.3f} / {p['R@5']:.3f}")
     g = summary["generation"]
-    lines.append(f"{'generation BLEU-4 / ROUGE-L':<44} {g['bleu4']:>8.2f} / {g['rougeL']:.3f}")
+    lines.append(f"{'generation BLEU-4 / ROUGE-L':<52} {g['bleu4']:>8.2f} / {g['rougeL']:.3f}")
     return "\n".join(lines)
 
 

@@ -95,8 +95,9 @@ def attention_figure(
         maps: ``model.attention_maps`` output: ``beat_time`` (Q, N_frames) attention of each beat
             query over encoder frames, ``sentence_beat`` (n_s, Q), ``sentences``, ``frame_rate`` (Hz).
         rate: sampling rate of ``ecg`` in Hz.
-    Layout: left, the 12 leads stacked with the total beat attention shaded behind them and a
-    heat map of the Q queries over time underneath; right, a sentence x query heat map.
+    Layout: left, the 12 leads stacked with the total beat attention shaded behind them, a heat
+    map of the Q queries over time, and each sentence's attention over time (sentence_beat @
+    beat_time); right, the sentence x query alignment.
     """
     plt = _plt()
     ecg = np.asarray(ecg, dtype=np.float64)
@@ -109,15 +110,18 @@ def attention_figure(
     seconds = t_len / rate
     q, n_frames = beat_time.shape
 
-    fig = plt.figure(figsize=(15, 9))
-    grid = fig.add_gridspec(2, 2, width_ratios=[3.2, 1.3], height_ratios=[3.2, 1], wspace=0.25, hspace=0.12)
+    n_s = len(sentences)
+    fig = plt.figure(figsize=(15, 10.5))
+    grid = fig.add_gridspec(3, 2, width_ratios=[3.2, 1.1], height_ratios=[3.2, 1, 0.25 + 0.22 * max(n_s, 1)],
+                            wspace=0.12, hspace=0.18)  # fmt: skip
     ax_ecg = fig.add_subplot(grid[0, 0])
     ax_q = fig.add_subplot(grid[1, 0], sharex=ax_ecg)
+    ax_t = fig.add_subplot(grid[2, 0], sharex=ax_ecg)
     ax_s = fig.add_subplot(grid[:, 1])
 
     t = np.arange(t_len) / rate
     total = beat_time.sum(axis=0)
-    total = total / (total.max() + 1e-12)
+    total = (total - total.min()) / (total.max() - total.min() + 1e-12)  # white = least attended
     frame_edges = np.arange(n_frames + 1) / frame_rate
     ax_ecg.pcolormesh(frame_edges, [-0.5, n_leads - 0.5], total[None, :], cmap="Oranges", alpha=0.55,
                       shading="flat", vmin=0, vmax=1)  # fmt: skip
@@ -134,24 +138,41 @@ def attention_figure(
 
     im = ax_q.pcolormesh(frame_edges, np.arange(q + 1) - 0.5, beat_time, cmap="viridis", shading="flat")
     ax_q.set_ylabel("beat query", fontsize=9)
-    ax_q.set_xlabel("time (s)", fontsize=9)
     ax_q.set_yticks(range(q))
     ax_q.tick_params(labelsize=7)
+    plt.setp(ax_q.get_xticklabels(), visible=False)
     fig.colorbar(im, ax=ax_q, fraction=0.02, pad=0.01)
+
+    # where in time each sentence looks: its beat attention (n_s, Q) times the queries' time maps (Q, F)
+    if n_s:
+        sent_time = sent_beat @ beat_time  # (n_s, F)
+        im3 = ax_t.pcolormesh(
+            frame_edges, np.arange(n_s + 1) - 0.5, sent_time, cmap="Purples", shading="flat"
+        )
+        ax_t.set_yticks(range(n_s))
+        ax_t.set_yticklabels([textwrap.shorten(s, 32, placeholder="...") for s in sentences], fontsize=7)
+        ax_t.invert_yaxis()
+        fig.colorbar(im3, ax=ax_t, fraction=0.02, pad=0.01)
+        ax_t.set_title("each sentence's attention over time (via the beat queries)", fontsize=9)
+    ax_t.set_xlabel("time (s)", fontsize=9)
+    ax_t.tick_params(labelsize=7)
 
     if len(sentences):
         im2 = ax_s.imshow(sent_beat, aspect="auto", cmap="magma", vmin=0, vmax=max(sent_beat.max(), 1e-9))
+        ax_s.yaxis.tick_right()
         ax_s.set_yticks(range(len(sentences)))
-        ax_s.set_yticklabels(["\n".join(textwrap.wrap(s, 28)) for s in sentences], fontsize=8)
+        ax_s.set_yticklabels(["\n".join(textwrap.wrap(s, 26)) for s in sentences], fontsize=8)
         ax_s.set_xticks(range(q))
         ax_s.set_xlabel("beat query", fontsize=9)
-        ax_s.set_title("sentence -> beat alignment", fontsize=10)
-        fig.colorbar(im2, ax=ax_s, fraction=0.05, pad=0.02)
+        ax_s.set_title("each sentence's attention over the beat queries", fontsize=10)
+        fig.colorbar(
+            im2, ax=ax_s, orientation="horizontal", fraction=0.04, pad=0.08, label="attention weight"
+        )
     else:
         ax_s.axis("off")
         ax_s.text(0.5, 0.5, "report has no sentence", ha="center")
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle("\n".join(textwrap.wrap(title, 140)), fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
