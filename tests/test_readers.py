@@ -343,6 +343,7 @@ def test_generic_binary_columns_and_required_report(tmp_path):
     idx = reader.index()
     assert idx.entries["labels_labels"].tolist() == [["AF"], ["NORM"]]
     assert idx.entries["patient"].tolist() == ["p1", "p1"]
+    assert idx.entries["age"].tolist() == ["50", "61"]  # other columns: metadata
     assert idx.rejects == [{"id": "x0", "file": "r2.npy", "reason": "duplicate id: first at r0.npy"}]
     # a report-only CSV (pretraining): empty reports are rejected
     pd.DataFrame({"file": ["r0.npy", "r1.npy"], "report": ["sinus rhythm", " "]}).to_csv(

@@ -32,6 +32,7 @@ from melp.data.readers.base import BadRecord, Index, Reader, Signal, register_re
 _UNIT_TO_MV = {"mv": 1.0, "millivolt": 1.0, "uv": 1e-3, "µv": 1e-3, "microvolt": 1e-3, "v": 1e3, "volt": 1e3}
 
 KNOWN_COLUMNS = ("file", "id", "report", "patient", "split", "fold", "labels")
+RESERVED_COLUMNS = ("row", "path", "source", "report_original", "orig_rate", "orig_length", "length")
 
 
 def read_wfdb(record: Path) -> Signal:
@@ -241,7 +242,7 @@ class GenericReader(Reader):
         found = sorted(self.root.glob("*.csv"))
         if len(found) != 1:
             raise FileNotFoundError(
-                f"generic: expected exactly one CSV in {self.root} (found {len(found)}); pass csv=PATH"
+                f"generic: expected exactly one CSV in {self.root} (found {len(found)}); pass -o csv=PATH"
             )
         return found[0]
 
@@ -287,6 +288,9 @@ class GenericReader(Reader):
         elif isinstance(require_report, str):
             require_report = require_report.strip().lower() in ("1", "true", "yes")
         rows, missing, rejects = [], [], []
+        # other columns (age, sex, ...) are kept as metadata, except names the store uses itself
+        extras = [c for c in t.columns if c not in KNOWN_COLUMNS and c not in self._classes
+                  and c not in RESERVED_COLUMNS and not c.startswith("labels_")]  # fmt: skip
         for r in t.to_dict("records"):
             file = str(r["file"]).strip()
             if not file:
@@ -317,10 +321,12 @@ class GenericReader(Reader):
             }
             if self._classes:
                 row[f"labels_{self.task}"] = self._row_labels(r)
+            row.update({c: r[c] for c in extras})
             rows.append(row)
         cols = ["id", "path", "patient", "split", "fold", "report"] + (
             [f"labels_{self.task}"] if self._classes else []
         )
+        cols += extras
         entries = drop_duplicate_ids(pd.DataFrame(rows, columns=cols), rejects)
         return Index(entries=entries, missing=missing, rejects=rejects)
 
