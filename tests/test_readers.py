@@ -415,3 +415,23 @@ def test_prepare_help_lists_every_source_with_its_description():
     text = parser._subparsers._group_actions[0].choices["prepare"].format_help()
     for name, cls in available_readers().items():
         assert f"{name} " in text and cls.description[:40] in text.replace("\n", " "), name
+
+
+def test_real_samples_through_prepare(tmp_path):
+    from melp.data.store import ECGStore, prepare
+
+    counts = prepare("cinc", CINC, tmp_path / "cinc", rate=100, seconds=10, progress=False)
+    assert counts["kept"] == 23 and counts["rejected"] == 2
+    rej = ECGStore(tmp_path / "cinc").rejects.set_index("id")["reason"].to_dict()
+    # two real Ningbo records carry all-zero V2, V4, V6 (kept with allow_flat_leads=True)
+    assert rej == {k: "flat lead: lead(s) V2, V4, V6 constant" for k in ("JS20004", "JS20008")}
+    prepare("cpsc", CPSC, tmp_path / "cpsc", rate=500, seconds=10, progress=False)
+    store = ECGStore(tmp_path / "cpsc")
+    m = store.manifest.set_index("id")
+    assert m["labels_icbeb"].map(list).to_dict() == {k: v[1] for k, v in EXPECTED_CPSC.items()}
+    assert m["split"].to_dict() == {k: v[0] for k, v in EXPECTED_CPSC.items()}
+    assert m.loc["A1984", "orig_length"] == 9500 and m.loc["A1984", "length"] == 5000  # first 10 s kept
+    x, _ = store.signal(m.index.get_loc("A1984"))
+    raw = scipy.io.loadmat(str(CPSC / "A1984.mat"))["ECG"][0, 0]["data"]
+    order = [0, 1, 2, 3, 5, 4, 6, 7, 8, 9, 10, 11]  # canonical <- CPSC (aVF and aVL swap places)
+    np.testing.assert_array_equal(x, raw[order, :5000].astype(np.float16).astype(np.float32))
