@@ -161,3 +161,30 @@ def test_prepare_subset_at_500_hz(tmp_path):
     np.testing.assert_allclose(back[:, 20:980], orig[:, 20:980], atol=0.03)
     # every 5th sample of the upsampled signal is close to the original sample (interpolation)
     np.testing.assert_allclose(x500[:, 100:4900:5], orig[:, 20:980], atol=0.05)
+
+
+def test_fast_format16_reader_equals_wfdb(tmp_path):
+    import wfdb
+
+    from melp.data.readers.base import BadRecord
+    from melp.data.readers.ptbxl import read_wfdb_format16
+
+    for name in ("00024", "00043", "00134"):
+        record = str(ROOT / "records100" / "00000" / f"{name}_lr")
+        fast, ref = read_wfdb_format16(record), wfdb.rdrecord(record)
+        assert fast.leads == ref.sig_name and fast.rate == ref.fs
+        np.testing.assert_array_equal(fast.data, ref.p_signal.T)
+    # a hand-made record: 2 channels, gain 200 with ADC zero 10 (no baseline in the gain field),
+    # and the invalid sample -32768 -> NaN
+    (tmp_path / "r.hea").write_text(
+        "r 2 250 3\nr.dat 16 200/mV 16 10 0 0 0 I\nr.dat 16 100(5)/mV 16 0 0 0 0 II\n"
+    )
+    np.array([[210, 5], [10, 105], [-32768, -95]], dtype="<i2").tofile(tmp_path / "r.dat")  # (T, L)
+    s = read_wfdb_format16(str(tmp_path / "r"))
+    assert s.rate == 250.0 and s.leads == ["I", "II"]
+    np.testing.assert_array_equal(s.data, [[1.0, 0.0, np.nan], [0.0, 1.0, -1.0]])
+    (tmp_path / "q.hea").write_text("q 1 250 3\nq.dat 212 200/mV 12 0 0 0 0 I\n")
+    assert read_wfdb_format16(str(tmp_path / "q")) is None  # other formats: wfdb's job
+    np.array([1, 2], dtype="<i2").tofile(tmp_path / "r.dat")  # truncated data file
+    with pytest.raises(BadRecord, match="header announces 3 x 2"):
+        read_wfdb_format16(str(tmp_path / "r"))
