@@ -55,6 +55,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a store prepared with other settings")
     p.add_argument("--allow-missing-leads", action="store_true",
                    help="zero-fill absent leads instead of rejecting records with fewer than 12 leads")  # fmt: skip
+    p.add_argument("--allow-flat-leads", action="store_true",
+                   help="keep records with a constant (disconnected) lead; it acts like a masked lead. "
+                   "Default: reject them (a fully flat record is always rejected)")  # fmt: skip
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="records per resumable chunk (default 256)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--option", "-o", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
                    help="source-specific option, e.g. -o records=500 for ptbxl (repeatable)")  # fmt: skip
@@ -68,11 +73,15 @@ def _run_prepare(args: argparse.Namespace) -> int:
     if args.source not in available_readers():
         log.error("unknown source %r; available: %s", args.source, ", ".join(available_readers()))
         return 2
+    extra = dict(args.option)
+    if args.chunk_size is not None:
+        extra["chunk_size"] = args.chunk_size
     try:
         counts = prepare(
             args.source, args.root, args.out, rate=args.rate, seconds=args.seconds, workers=args.workers,
             overwrite=args.overwrite, allow_missing_leads=args.allow_missing_leads,
-            progress=not args.no_progress, **dict(args.option),
+            allow_flat_leads=args.allow_flat_leads or bool(extra.pop("allow_flat_leads", False)),
+            progress=not args.no_progress, **extra,
         )  # fmt: skip
     except (StoreError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
