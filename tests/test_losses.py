@@ -159,3 +159,17 @@ def test_melp_loss_zero_weight_skips_the_term():
     assert losses["total"].item() == pytest.approx(losses["clip"].item())
     with pytest.raises(ValueError, match="caption"):
         MELPLoss(caption=-1.0)
+
+
+def test_losses_stay_fp32_inside_bf16_autocast():
+    g = torch.Generator().manual_seed(4)
+    beats, sents = torch.randn(6, 4, 16, generator=g), torch.randn(6, 5, 16, generator=g)
+    mask = torch.rand(6, 5, generator=g) > 0.4
+    ze = F.normalize(torch.randn(6, 16, generator=g), dim=-1)
+    zt = F.normalize(torch.randn(6, 16, generator=g), dim=-1)
+    ref_beat, ref_clip = beat_loss(beats, sents, mask), clip_loss(ze, zt, torch.tensor(50.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got_beat, got_clip = beat_loss(beats, sents, mask), clip_loss(ze, zt, torch.tensor(50.0))
+    assert got_beat.dtype == torch.float32 and got_clip.dtype == torch.float32
+    assert got_beat.item() == pytest.approx(ref_beat.item(), rel=1e-6)  # bf16 matmuls are off by ~5e-4
+    assert got_clip.item() == pytest.approx(ref_clip.item(), rel=1e-6)

@@ -75,6 +75,11 @@ def beat_loss(
         beats: (B, Q, D); sentences: (B, M, D); sentence_mask: (B, M) bool.
         Computed in at least float32 (float64 stays float64).
     """
+    with torch.autocast(beats.device.type, enabled=False):  # never bf16, even inside autocast (D22)
+        return _beat_loss(beats, sentences, sentence_mask, tau1, tau2, tau3)
+
+
+def _beat_loss(beats, sentences, sentence_mask, tau1, tau2, tau3):
     dtype = torch.promote_types(beats.dtype, torch.float32)
     beats, sentences = beats.to(dtype), sentences.to(dtype)
     mask = sentence_mask.bool()

@@ -27,6 +27,11 @@ def clip_loss(
     Returns:
         Scalar 0.5 * [CE(s z_e Z_t^T, y) + CE(s z_t Z_e^T, y)] with y_k = k + rank * B.
     """
+    with torch.autocast(ecg_latent.device.type, enabled=False):  # logits in fp32 even under autocast
+        return _clip_loss(ecg_latent, text_latent, logit_scale, gather)
+
+
+def _clip_loss(ecg_latent, text_latent, logit_scale, gather):
     dtype = torch.promote_types(ecg_latent.dtype, torch.float32)  # fp32 at least (fp64 kept)
     ze, zt = ecg_latent.to(dtype), text_latent.to(dtype)
     rank, world = world_info()
