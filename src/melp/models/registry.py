@@ -23,7 +23,8 @@ def list_models() -> list[str]:
 def get_config(name: str | Path | dict, **overrides) -> dict:
     """Resolved config for a registered name, a JSON file path or a dict, with nested overrides.
 
-    Example: ``get_config("melp-small", ecg={"layers": 2}, text={"max_length": 32})``.
+    Example: ``get_config("melp-small", ecg={"layers": 2}, text={"max_length": 32})``. Nested dicts
+    merge key by key, except ``text.from_config``, which is replaced as a whole.
     """
     if isinstance(name, dict):
         raw, source = name, "config dict"
@@ -48,8 +49,8 @@ def create_model(
         name: registered name (see :func:`list_models`), JSON path, or config dict.
         text_model: HF checkpoint (folder, hub id or ``"minilm"``) whose weights initialise the
             text tower; overrides ``text.name_or_path`` and clears ``text.from_config``.
-        pretrained: a folder / hub id saved with ``save_pretrained``; returns that model (then
-            ``name`` must match its config name and no overrides are allowed).
+        pretrained: a folder / hub id saved with ``save_pretrained``; returns that model as saved
+            (``name`` is not used; overrides and ``text_model`` are not allowed).
         **overrides: nested config overrides, e.g. ``ecg={"layers": 2}``.
 
     Returns:
