@@ -247,3 +247,27 @@ def test_create_model_loads_named_text_checkpoint_weights():
 def test_wrong_lead_count_is_rejected(test_model):
     with pytest.raises(ValueError, match=r"\(B, 12, T\)"):
         test_model.encode_ecg(torch.randn(2, 8, 1000))
+
+
+def test_attention_maps_values(test_model):
+    from melp.losses.beat import beat_attention
+
+    model = test_model.eval()
+    x = torch.randn(12, 1000, generator=torch.Generator().manual_seed(2))
+    maps = model.attention_maps(x, "sinus rhythm. normal ecg. borderline")
+    q = model.config["heads"]["n_beat_queries"]
+    assert maps["sentences"] == ["sinus rhythm.", "normal ecg.", "borderline"]
+    assert maps["frame_rate"] == 100 / 8  # 100 Hz input, conv stem stride 4 * 2
+    assert maps["beat_time"].shape == (q, 125)
+    torch.testing.assert_close(maps["beat_time"].sum(-1), torch.ones(q))
+    sb = maps["sentence_beat"]
+    assert sb.shape == (3, q)
+    torch.testing.assert_close(sb.sum(-1), torch.ones(3))
+    # the same beta as the beat loss: softmax over beats of tau1 * softmax over sentences of v.e
+    with torch.no_grad():
+        out = model(ecg=x[None], **model.tokenize(["sinus rhythm. normal ecg. borderline"]))
+        beats, sents = out["beats"][0], out["sentences"][0][out["sentence_mask"][0]]
+        a = (beats @ sents.T).softmax(-1)  # (Q, 3)
+        torch.testing.assert_close(sb, (4.0 * a.T).softmax(-1))
+        torch.testing.assert_close(sb, beat_attention(beats, sents))
+    model.train()
