@@ -271,3 +271,15 @@ def test_attention_maps_values(test_model):
         torch.testing.assert_close(sb, (4.0 * a.T).softmax(-1))
         torch.testing.assert_close(sb, beat_attention(beats, sents))
     model.train()
+
+
+def test_batch_without_any_sentence_trains_without_nan(test_model):
+    model = copy.deepcopy(test_model).train()
+    x = torch.randn(2, 12, 1000, generator=torch.Generator().manual_seed(3))
+    out = model(ecg=x, **model.tokenize(["", ""]))
+    assert not out["sentence_mask"].any() and torch.all(out["sentences"] == 0)
+    losses = MELPLoss()(**out)
+    assert losses["beat"].item() == 0.0 and torch.isfinite(losses["total"])
+    losses["total"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.all(model.sent_proj.weight.grad == 0)
