@@ -53,6 +53,7 @@ class DemoConfig:
     per_fold: int = 0  # > 0: use only this many records per fold (subset root); fast mode sets 6
     mlm_steps: int = 40  # the LM head spans the whole vocabulary: ~1 s per step of 16 reports on 2 cores
     mlm_batch: int = 16
+    mlm_heldout: int = 100  # held-out reports for the perplexity before/after
     pretrain_epochs: int = 0  # 0 = the named config's value
     model: str = "melp-tiny"
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
@@ -63,7 +64,7 @@ class DemoConfig:
     def resolved(self) -> DemoConfig:
         if not self.fast:
             return self
-        return DemoConfig(**{**asdict(self), "per_fold": self.per_fold or 6, "mlm_steps": 2, "pretrain_epochs": 1,
+        return DemoConfig(**{**asdict(self), "per_fold": self.per_fold or 6, "mlm_steps": 2, "mlm_heldout": 8, "pretrain_epochs": 1,
                              "model": "melp-test", "n_generate": 2, "n_boot": 50,
                              "pretrain_overrides": ["trainer.max_steps=2", "data.batch_size=8",
                                                     *self.pretrain_overrides]})  # fmt: skip
@@ -191,7 +192,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         corpus = out / "mlm_corpus.txt"
         train_reports = store.manifest.loc[store.manifest["fold"].isin(train_folds), "report"].astype(str)
         corpus.write_text("\n".join(t for t in train_reports if t.strip()) + "\n")
-        mlm = pretrain_text(corpus, "minilm", text_dir, steps=cfg.mlm_steps, batch_size=cfg.mlm_batch)
+        mlm = pretrain_text(
+            corpus,
+            "minilm",
+            text_dir,
+            steps=cfg.mlm_steps,
+            batch_size=cfg.mlm_batch,
+            max_heldout=cfg.mlm_heldout,
+        )
         print(f"    held-out perplexity {mlm.perplexity_before:.2f} -> {mlm.perplexity_after:.2f}")
 
     with _Stage(3, n, f"pretrain {cfg.model} on folds {train_folds}", times):
@@ -217,7 +225,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         )
         random_model = melp.create_model(dict(model.config)).eval()
         probe_random = run_probe(random_model, store, "super_class", splits, cfg.fractions, out=out / "probe",
-                                 n_boot=cfg.n_boot, name="probe_random")  # fmt: skip
+                                 n_boot=cfg.n_boot, name="probe_random", figure=False)  # fmt: skip
         summary["probe"] = {"macro_auroc": probe["macro_auroc"], "splits": splits.description}
         summary["probe_random"] = {"macro_auroc": probe_random["macro_auroc"]}
         summary["retrieval"] = run_retrieval(model, store, eval_rows, out=out)
