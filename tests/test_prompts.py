@@ -90,7 +90,9 @@ def test_prompt_words_are_spelled_as_in_real_reports_or_scp_descriptions():
     # the English side of the PTB-XL translation table (what translated reports say)
     table = Path(__file__).parents[1] / "src" / "melp" / "data" / "resources" / "ptbxl_phrases.tsv"
     if table.exists():
-        rows = [ln.split("\t") for ln in table.read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
+        rows = [
+            ln.split("\t") for ln in table.read_text(encoding="utf-8").splitlines() if not ln.startswith("#")
+        ]
         corpus += " " + " ".join(r[2].lower() for r in rows if len(r) >= 3)
     vocab = _words(corpus)
     extra = {"wenckebach", "mobitz", "upward", "upsloping", "tilted", "sloping", "pulmonale", "pre",
@@ -119,3 +121,10 @@ def test_task_aliases():
     assert resolve_task_classes("super_class") == ["HYP", "NORM", "MI", "CD", "STTC"]
     with pytest.raises(KeyError, match="unknown task"):
         resolve_task_classes("mimic")
+
+
+def test_task_scoped_prompt_overrides_plain_code():
+    table = {"AF": ["atrial flutter."], "dx:AF": ["atrial fibrillation."]}
+    assert prompts_for(["AF"], table) == [["atrial flutter."]]
+    assert prompts_for(["AF"], table, task="dx") == [["atrial fibrillation."]]
+    assert prompts_for(["AF"], table, task="chapman") == [["atrial flutter."]]

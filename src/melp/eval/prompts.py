@@ -181,12 +181,19 @@ def load_prompts(path: str | Path | None = None) -> dict[str, list[str]]:
     return out
 
 
-def prompts_for(classes: list[str], prompts: dict[str, list[str]] | None = None) -> list[list[str]]:
+def prompts_for(
+    classes: list[str], prompts: dict[str, list[str]] | None = None, task: str | None = None
+) -> list[list[str]]:
     """The phrasings of each class, in ``classes`` order.
 
-    Raises KeyError naming every class that has no prompt (add it to your prompt JSON).
+    A key ``"<task>:<code>"`` (e.g. ``"dx:AF"``) overrides ``"<code>"`` for that task, so that a
+    prompt file can serve datasets whose codes clash (Chapman's AF is flutter, the Challenge's AF
+    fibrillation). Raises KeyError naming every class that has no prompt.
     """
     table = load_prompts() if prompts is None else prompts
+    if task is not None:
+        scoped = {c: table[f"{task}:{c}"] for c in classes if f"{task}:{c}" in table}
+        table = {**table, **scoped}
     missing = [c for c in classes if c not in table]
     if missing:
         raise KeyError(

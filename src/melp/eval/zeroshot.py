@@ -36,6 +36,7 @@ def build_classifier(
     classes: list[str],
     prompts: dict[str, list[str]] | str | Path | None = None,
     batch_size: int = 256,
+    task: str | None = None,
 ) -> torch.Tensor:
     """Zero-shot class embeddings from prompts.
 
@@ -44,12 +45,13 @@ def build_classifier(
         classes: K class codes, in the order of the label columns.
         prompts: ``{code: [phrasing, ...]}``, a path to such a JSON, or None for the shipped file.
         batch_size: phrasings encoded per call.
+        task: optional task name; prompt keys ``"<task>:<code>"`` then override ``"<code>"``.
     Returns:
         (D, K) float tensor on the model's device; column k is the unit-norm mean of the
         text latents of class k's phrasings.
     """
     table = prompts if isinstance(prompts, dict) else load_prompts(prompts)
-    phrasings = prompts_for(classes, table)
+    phrasings = prompts_for(classes, table, task)
     flat = [p.lower() for group in phrasings for p in group]
     owner = torch.tensor([k for k, group in enumerate(phrasings) for _ in group])  # (P,)
     with eval_mode(model):
@@ -92,7 +94,7 @@ def zero_shot_scores(
     task = resolve_task(store, task)
     y, classes = label_matrix(store, task, rows)
     device = next(model.parameters()).device
-    w = build_classifier(model, classes, prompts)
+    w = build_classifier(model, classes, prompts, task=task)
     scores, ids = [], []
     for batch in ecg_batches(store, rows, batch_size, normalize):
         scores.append(zero_shot_logits(model, batch["ecg"].to(device), w).cpu().double().numpy())
