@@ -62,6 +62,7 @@ class ModelConfig:
     text: str | None = None  # text tower name_or_path (e.g. an MLM-adapted folder); None = config's
     overrides: dict[str, Any] = field(default_factory=dict)  # deep-merged into the model config
     init: str | None = None  # start from a saved model folder (load_model) instead of create_model
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes to freeze, e.g. ["text."]
 
 
 @dataclass
@@ -147,14 +148,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error is the most precise
+            return _coerce(value, options[0], key)
+        for arg in options:
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                pass
         raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -244,16 +245,16 @@ def load_config(name_or_path: str | Path) -> PretrainConfig:
 
 def _parse_value(raw: str, tp: Any) -> Any:
     """Parse an override string: YAML syntax, except that str fields keep the raw text."""
-    args = typing.get_args(tp)
-    if tp is str or (str in args and raw not in ("null", "None", "~")):
+    origin = typing.get_origin(tp)
+    options = typing.get_args(tp) if origin in (typing.Union, types.UnionType) else (tp,)
+    if str in options and raw not in ("null", "None", "~"):
         return raw
-    if tp is float or float in args:
+    if float in options:
         try:  # "1e-4" is a string for YAML 1.1
             return float(raw)
         except ValueError:
             pass
-    origin = typing.get_origin(tp)
-    if (origin is list or any(typing.get_origin(a) is list for a in args)) and not raw.startswith("["):
+    if any(typing.get_origin(a) is list for a in options) and not raw.startswith("["):
         raw = f"[{raw}]"  # allow "1,2,3"
     return yaml.safe_load(raw)
 

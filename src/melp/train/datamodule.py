@@ -3,8 +3,9 @@
 Exact resume needs the data position and the augmentation to be reproducible:
 
 * :class:`ResumableSampler` shuffles with a generator seeded by ``(seed, epoch)``, shards the
-  permutation over ranks itself (so Lightning must not insert a ``DistributedSampler``) and can
-  start an epoch at an offset (the batches already consumed before a checkpoint).
+  permutation over ranks itself (so Lightning must not insert a ``DistributedSampler``), counts
+  epochs itself and can start at any (epoch, offset): the position is derived from the number of
+  training batches consumed, which the LightningModule stores in its checkpoints.
 * :class:`IndexedDataset` draws each item's random lead mask from RNGs seeded by
   ``(seed, epoch, index)`` inside a forked RNG scope, so the augmentation of a record does not
   depend on worker count, prefetching or where a run was resumed, and loading data never consumes
@@ -27,21 +28,25 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 class IndexedDataset(Dataset):
     """Wrap a dataset: add ``"index"`` to each item and seed its randomness per (epoch, index).
 
+    Keys ``k >= len(dataset)`` encode an epoch: ``epoch, i = divmod(k, len(dataset))`` (see
+    :class:`ResumableSampler` with ``encode_epoch``), so the augmentation of record ``i`` in
+    ``epoch`` is fixed whatever the worker, prefetching or resume point.
+
     Args:
         dataset: any map-style dataset returning dicts.
-        seed: base seed; item ``i`` in epoch ``e`` uses seed ``hash((seed, e, i))``.
+        seed: base seed; item ``i`` in epoch ``e`` uses ``SeedSequence([seed, e, i])``.
     """
 
     def __init__(self, dataset: Dataset, seed: int = 0) -> None:
         self.dataset = dataset
         self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> dict:
-        s = int(np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0])
+    def __getitem__(self, key: int) -> dict:
+        epoch, i = divmod(int(key), len(self.dataset))
+        s = int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0])
         np_state, py_state = np.random.get_state(), random.getstate()
         try:
             with torch.random.fork_rng(devices=[]):
@@ -52,15 +57,18 @@ class IndexedDataset(Dataset):
         finally:
             np.random.set_state(np_state)
             random.setstate(py_state)
-        item["index"] = int(i)
+        item["index"] = i
         return item
 
 
 class ResumableSampler(Sampler[int]):
     """Seeded per-epoch shuffle, sharded over ``world_size`` ranks, resumable mid-epoch.
 
-    Every rank gets ``num_samples = floor(n / world)`` (``drop_last``) or ``ceil(n / world)``
-    indices (the permutation is padded by wrapping, as ``DistributedSampler`` does).
+    The sampler counts epochs itself: every ``iter()`` yields the next epoch (from ``offset`` for
+    the first one after :meth:`start`), independent of the trainer's epoch counter. Every rank gets
+    ``num_samples = floor(n / world)`` (``drop_last``) or ``ceil(n / world)`` indices (padded by
+    wrapping, as ``DistributedSampler`` does). With ``encode_epoch`` it yields ``epoch * n + i`` for
+    :class:`IndexedDataset`.
     """
 
     def __init__(
@@ -72,34 +80,27 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
-        dataset: IndexedDataset | None = None,
+        encode_epoch: bool = False,
     ) -> None:
         if n <= 0:
             raise ValueError("ResumableSampler: the dataset is empty (check the store and its row selection)")
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.dataset = dataset
-        self.epoch = 0
-        self._resume: tuple[int, int] | None = None  # (epoch, samples already consumed on this rank)
+        self.encode_epoch = encode_epoch
+        self.epoch, self.offset = 0, 0
         per = n // world_size if drop_last else math.ceil(n / world_size)
         if per == 0:
             raise ValueError(f"ResumableSampler: {n} records cannot be sharded over {world_size} ranks")
         self.num_samples = per
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
-        self.epoch = epoch
-        if self.dataset is not None:
-            self.dataset.epoch = epoch
+    def start(self, epoch: int, offset: int = 0) -> None:
+        """Make the next ``iter()`` yield ``epoch``, skipping its first ``offset`` samples on this rank."""
+        self.epoch, self.offset = epoch, offset
 
-    def resume(self, epoch: int, consumed: int) -> None:
-        """Skip the first ``consumed`` samples of this rank's shard the next time ``epoch`` starts."""
-        self._resume = (epoch, consumed)
-
-    def indices(self) -> list[int]:
-        """This rank's full index list for the current epoch."""
+    def indices(self, epoch: int) -> list[int]:
+        """This rank's full index list for ``epoch``."""
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+            g = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
@@ -109,10 +110,11 @@ class ResumableSampler(Sampler[int]):
         return order[:total][self.rank : total : self.world_size]
 
     def __iter__(self) -> Iterator[int]:
-        idx = self.indices()
-        if self._resume is not None and self._resume[0] == self.epoch:
-            idx = idx[self._resume[1] :]
-        self._resume = None
+        epoch, offset = self.epoch, self.offset
+        self.epoch, self.offset = epoch + 1, 0
+        idx = self.indices(epoch)[offset:]
+        if self.encode_epoch:
+            idx = [epoch * self.n + i for i in idx]
         return iter(idx)
 
     def __len__(self) -> int:

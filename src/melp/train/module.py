@@ -50,26 +50,19 @@ class MELPLightning(L.LightningModule):
         self.warmup_steps = (
             cfg.optim.warmup_steps if cfg.optim.warmup_steps > 0 else int(cfg.optim.warmup_frac * total_steps)
         )
-        self.batches_in_epoch = 0  # training batches consumed in the current epoch (data position)
-        self.train_sampler = None  # set by the runner: a ResumableSampler
+        self.batches_seen = 0  # training batches consumed on this rank since the start (data position)
         self._rng_to_restore = None
-        self._resume_position: tuple[int, int] | None = None
         self._val_outputs: dict[int, list] = {}
         self._classifiers: list[torch.Tensor] = []
         self.best_score = -math.inf
         self._prompts = cfg.val.prompts
 
     # ------------------------------------------------------------------ training
-    def on_train_epoch_start(self) -> None:
-        pos, self._resume_position = self._resume_position, None
-        if pos is None or pos[0] != self.current_epoch:
-            self.batches_in_epoch = 0
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         enc = self.model.tokenize(list(batch["report"]))
         out = self.model(ecg=batch["ecg"], input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         losses = self.loss_fn(**out)
-        self.batches_in_epoch += 1
+        self.batches_seen += 1
         self._check_finite(losses)
         bs = batch["ecg"].shape[0]
         for name, value in losses.items():
@@ -89,8 +82,8 @@ class MELPLightning(L.LightningModule):
             terms = [k for k, v in losses.items() if not torch.isfinite(v).all()]
             where = ", ".join(terms) if terms else "another rank"
             raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, batch "
-                f"{self.batches_in_epoch}): term(s) {where}. The run stopped on every rank; the last good "
+                f"non-finite loss at step {self.global_step} (training batch "
+                f"{self.batches_seen}): term(s) {where}. The run stopped on every rank; the last good "
                 f"checkpoint in {self.cfg.out}/checkpoints is intact. Lower optim.lr, raise "
                 "optim.warmup_frac or set optim.grad_clip, then resume with --resume auto."
             )
@@ -132,8 +125,7 @@ class MELPLightning(L.LightningModule):
     # ------------------------------------------------------------------ resume state
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["melp_state"] = {
-            "epoch": self.current_epoch,
-            "batches_in_epoch": self.batches_in_epoch,
+            "batches_seen": self.batches_seen,
             "best_score": self.best_score,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -149,11 +141,8 @@ class MELPLightning(L.LightningModule):
                 "checkpoint has no 'melp_state' (not written by melp pretrain); cannot resume exactly"
             )
         self.best_score = state["best_score"]
-        self.batches_in_epoch = state["batches_in_epoch"]
-        self._resume_position = (state["epoch"], state["batches_in_epoch"])
+        self.batches_seen = state["batches_seen"]
         self._rng_to_restore = state["rng"]
-        if self.train_sampler is not None:
-            self.train_sampler.resume(state["epoch"], state["batches_in_epoch"] * self.cfg.data.batch_size)
 
     def on_train_start(self) -> None:
         if self._rng_to_restore is not None:

@@ -43,8 +43,24 @@ def build_model(cfg: PretrainConfig):
             raise ValueError(
                 "model.init (a saved model) cannot be combined with model.overrides / model.text"
             )
-        return melp.load_model(m.init)
-    return melp.create_model(m.name, text_model=m.text, **m.overrides)
+        model = melp.load_model(m.init)
+    else:
+        model = melp.create_model(m.name, text_model=m.text, **m.overrides)
+    model.train()  # pretrained text towers load in eval mode; the paper keeps dropout on
+    for prefix in m.freeze:  # e.g. "text." freezes the whole text tower, embeddings included
+        hit = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+        if not hit:
+            raise ValueError(f"model.freeze: no parameter name starts with {prefix!r}")
+        for p in hit:
+            p.requires_grad_(False)
+        for name, mod in model.named_modules():  # a fully frozen part gives deterministic features
+            if (
+                name
+                and (name + ".").startswith(prefix)
+                and all(not p.requires_grad for p in mod.parameters())
+            ):
+                mod.eval()
+    return model
 
 
 def _rows(store, split, folds, limit, where: str) -> np.ndarray:
@@ -80,11 +96,11 @@ class _Data(L.LightningDataModule):
         t, d = self.trainer, self.cfg.data
         sampler = ResumableSampler(
             len(self.train_ds), seed=self.cfg.seed, shuffle=True, rank=t.global_rank,
-            world_size=t.world_size, drop_last=d.drop_last, dataset=self.train_ds,
+            world_size=t.world_size, drop_last=d.drop_last, encode_epoch=True,
         )  # fmt: skip
-        pos = t.lightning_module._resume_position
-        if pos is not None:
-            sampler.resume(pos[0], pos[1] * d.batch_size)
+        per_epoch = len(sampler) // d.batch_size if d.drop_last else math.ceil(len(sampler) / d.batch_size)
+        epoch, batches = divmod(t.lightning_module.batches_seen, per_epoch)  # 0 unless resuming
+        sampler.start(epoch, batches * d.batch_size)
         return make_loader(self.train_ds, sampler, d.batch_size, d.num_workers, d.pin_memory, d.drop_last)
 
     def val_dataloader(self):
@@ -107,11 +123,18 @@ class _Data(L.LightningDataModule):
         return loaders
 
 
-class _SaveLastAtEnd(Callback):
-    """Write ``last.ckpt`` when training ends normally (also after ``stop_at_step``)."""
+class _SaveLast(Callback):
+    """Write ``last.ckpt`` every ``every`` optimizer steps (0 = never) and when training ends
+    normally (also after ``stop_at_step``); never after a failure, so the last good one stays."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every, self._saved_at = path, every, -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every and step % self.every == 0 and step != self._saved_at:
+            trainer.save_checkpoint(str(self.path))
+            self._saved_at = step
 
     def on_train_end(self, trainer, pl_module) -> None:
         trainer.save_checkpoint(str(self.path))
@@ -201,10 +224,9 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         save_top_k=1,
         save_last=True,
         auto_insert_metric_name=False,
-        every_n_train_steps=tc.ckpt_every_n_steps or None,
         enable_version_counter=False,
     )
-    callbacks += [ckpt, _SaveLastAtEnd(ckpt_dir / "last.ckpt")]
+    callbacks += [ckpt, _SaveLast(ckpt_dir / "last.ckpt", tc.ckpt_every_n_steps)]
     val_kw: dict = {"limit_val_batches": 0} if not val_sets else {}
     if val_sets and cfg.val.every_n_steps > 0:
         val_kw = {"val_check_interval": cfg.val.every_n_steps, "check_val_every_n_epoch": None}
@@ -215,8 +237,8 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         num_nodes=tc.num_nodes,
         strategy=strategy,
         precision=tc.precision,
-        max_steps=lightning_steps,
-        max_epochs=-1 if tc.max_steps > 0 else tc.max_epochs,
+        max_steps=lightning_steps,  # always by steps: the sampler, not Lightning, counts data epochs
+        max_epochs=-1,
         accumulate_grad_batches=tc.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip or None,
         log_every_n_steps=tc.log_every_n_steps,
@@ -240,7 +262,12 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         model.config.get("name"), len(train_ds), len(val_sets), total_steps, steps_per_epoch,
         module.warmup_steps,
     )  # fmt: skip
-    trainer.fit(module, datamodule=_Data(cfg, train_ds, val_sets), ckpt_path=_resume_path(resume, ckpt_dir))
+    trainer.fit(
+        module,
+        datamodule=_Data(cfg, train_ds, val_sets),
+        ckpt_path=_resume_path(resume, ckpt_dir),
+        weights_only=False,  # our own checkpoints: they hold the numpy/python RNG states
+    )
 
     summary = {
         "best_score": None if module.best_score == -math.inf else module.best_score,

@@ -1,0 +1,279 @@
+"""Training layer: typed config, schedule, resumable sampling, and short real pretraining runs."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from melp.train.config import (
+    ConfigError,
+    PretrainConfig,
+    apply_overrides,
+    from_dict,
+    list_configs,
+    load_config,
+)
+from melp.train.datamodule import IndexedDataset, ResumableSampler
+from melp.train.optim import lr_factor, param_groups, warmup_cosine
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"optim\.lrr"):
+        apply_overrides(PretrainConfig(), ["optim.lrr=1e-3"])
+    with pytest.raises(ConfigError, match=r"data\.bogus"):
+        from_dict({"data": {"bogus": 1}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"optim\.lr.*float"):
+        apply_overrides(PretrainConfig(), ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs.*int"):
+        from_dict({"trainer": {"max_epochs": 2.5}})
+    with pytest.raises(ConfigError, match=r"data\.folds\.1.*int"):
+        from_dict({"data": {"folds": [1, "x"]}})
+    with pytest.raises(ConfigError, match=r"trainer\.deterministic.*bool"):
+        from_dict({"trainer": {"deterministic": 1}})
+
+
+def test_overrides_parse_to_field_types(tmp_path):
+    cfg = apply_overrides(
+        PretrainConfig(),
+        ["optim.lr=1e-4", "data.folds=1,2,3", "data.split=null", "model.text=minilm", "out=123",
+         "optim.betas=[0.8,0.9]", "model.overrides.text.max_length=40", "val.batch_size=7"],
+    )  # fmt: skip
+    assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)
+    assert cfg.data.folds == [1, 2, 3] and cfg.data.split is None
+    assert cfg.model.text == "minilm" and cfg.out == "123"  # str fields keep the raw text
+    assert cfg.optim.betas == [0.8, 0.9] and cfg.val.batch_size == 7
+    assert cfg.model.overrides == {"text": {"max_length": 40}}
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 0.5\n  nope: 1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*optim\.nope"):
+        load_config(f)
+
+
+def test_named_configs_pin_the_paper_setup():
+    assert {"melp-tiny", "melp-paper"} <= set(list_configs())
+    p = load_config("melp-paper")
+    assert (p.optim.lr, p.optim.weight_decay, p.optim.betas) == (2e-4, 0.2, [0.9, 0.95])
+    assert (p.loss.clip, p.loss.caption, p.loss.beat) == (1.0, 2.0, 0.2)
+    assert (p.data.batch_size, p.trainer.devices, p.trainer.precision) == (64, 4, "bf16-mixed")
+    assert p.model.name == "melp-small" and p.model.text == "fuyingw/heart_bert"
+    t = load_config("melp-tiny")
+    assert t.model.name == "melp-tiny" and t.data.folds == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert all(9 in v.folds for v in t.val.sets)  # validation on fold 9, never 10
+    assert 10 not in t.data.folds
+
+
+# --------------------------------------------------------------------------- optimizer / schedule
+
+
+def test_lr_factor_hand_values():
+    # warmup 10, total 110: linear to 1 at step 9, cosine over the 100 remaining steps
+    assert lr_factor(0, 110, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 110, 10) == pytest.approx(1.0)
+    assert lr_factor(10, 110, 10) == pytest.approx(1.0)
+    assert lr_factor(60, 110, 10) == pytest.approx(0.5)
+    assert lr_factor(35, 110, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_factor(110, 110, 10) == pytest.approx(0.0)
+    assert lr_factor(500, 110, 10, min_ratio=0.1) == pytest.approx(0.1)
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.norm = nn.LayerNorm(4)
+        self.query = nn.Parameter(torch.zeros(2, 4))
+        self.frozen = nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+
+    def no_weight_decay(self):
+        return {"lin.bias", "norm.weight", "norm.bias", "query"}
+
+
+def test_param_groups_follow_no_weight_decay_and_scheduler_steps():
+    m = _Toy()
+    groups = param_groups(m, 0.2)
+    by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_decay[0.2] == {id(m.lin.weight)}
+    assert by_decay[0.0] == {id(m.lin.bias), id(m.norm.weight), id(m.norm.bias), id(m.query)}
+    opt = torch.optim.AdamW(groups, lr=1.0)
+    sched = warmup_cosine(opt, total_steps=4, warmup_steps=2)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.5])
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_sampler_shards_resumes_and_pads():
+    full = ResumableSampler(10, seed=3, world_size=1)
+    full.start(2)
+    order = list(full)
+    assert sorted(order) == list(range(10))
+    assert list(full) != order  # the next iter() is epoch 3: a new shuffle
+    r = ResumableSampler(10, seed=3, world_size=1, encode_epoch=True)
+    r.start(2, 4)
+    assert list(r) == [20 + i for i in order[4:]]  # epoch 2 from its 5th sample, epoch encoded
+    assert [k - 30 for k in r] == ResumableSampler(10, seed=3).indices(3)  # the offset applies once
+    shards = [list(ResumableSampler(10, shuffle=False, rank=k, world_size=4)) for k in range(4)]
+    assert shards == [[0, 4, 8], [1, 5, 9], [2, 6, 0], [3, 7, 1]]  # padded by wrapping
+    dropped = [
+        list(ResumableSampler(10, shuffle=False, rank=k, world_size=4, drop_last=True)) for k in range(4)
+    ]
+    assert dropped == [[0, 4], [1, 5], [2, 6], [3, 7]]
+
+
+class _Noisy(torch.utils.data.Dataset):
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return {"x": torch.rand(3), "y": float(np.random.rand()), "z": random.random()}
+
+
+def test_indexed_dataset_is_deterministic_and_leaves_global_rng_alone():
+    ds = IndexedDataset(_Noisy(), seed=1)
+    torch.manual_seed(0)
+    ref = torch.rand(2)
+    torch.manual_seed(0)
+    a = ds[2]
+    after = torch.rand(2)
+    assert torch.equal(ref, after)  # loading did not consume the global torch RNG
+    b = ds[2]
+    assert torch.equal(a["x"], b["x"]) and a["y"] == b["y"] and a["z"] == b["z"] and a["index"] == 2
+    assert not torch.equal(ds[3]["x"], a["x"])
+    c = ds[5 + 2]  # epoch 1, record 2: a new augmentation each epoch
+    assert c["index"] == 2 and not torch.equal(c["x"], a["x"])
+
+
+# --------------------------------------------------------------------------- real short runs
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store of 4 real PTB-XL mini records per fold (36; folds 1-8 train, 9 validation)."""
+    from melp.data.store import prepare
+    from melp.eval.demo import subset_root
+
+    tmp = tmp_path_factory.mktemp("train")
+    root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=4)
+    prepare("ptbxl", root, tmp / "store", workers=0, progress=False)
+    return tmp / "store"
+
+
+def _cfg(store: Path, out: Path, *extra: str) -> PretrainConfig:
+    cfg = load_config("melp-tiny")
+    return apply_overrides(
+        cfg,
+        [f"data.store={store}", f"out={out}", "model.name=melp-test", "data.batch_size=8",
+         "data.lead_mask_p=0.25", "trainer.max_steps=8", "val.every_n_steps=4", "optim.lr=2e-3",
+         "optim.warmup_steps=2", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
+         "val.batch_size=16", *extra],
+    )  # fmt: skip
+
+
+def _weights(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def full_run(store, tmp_path_factory):
+    from melp.train.run import pretrain
+
+    out = tmp_path_factory.mktemp("full")
+    torch.manual_seed(0)
+    return pretrain(_cfg(store, out)), out
+
+
+def test_run_loss_goes_down_and_outputs_load(full_run):
+    import pandas as pd
+
+    import melp
+
+    summary, out = full_run
+    log = pd.read_csv(out / "logs" / "csv" / "metrics.csv")
+    total = log["train/total"].dropna().to_numpy()
+    assert len(total) == 8 and np.isfinite(total).all()
+    assert total[-3:].mean() < total[:3].mean() - 0.5
+    for term in ("train/clip", "train/caption", "train/beat", "val/mean_auroc", "val/ptbxl_super_auroc"):
+        assert log[term].notna().any(), term
+    assert 0.0 <= summary["best_score"] <= 1.0
+    assert (out / "config.yaml").is_file() and load_config(out / "config.yaml").model.name == "melp-test"
+    # the Lightning checkpoint holds the full training state and loads into a fresh model
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 8 and "melp_state" in ckpt and ckpt["optimizer_states"]
+    fresh = melp.create_model("melp-test")
+    fresh.load_state_dict({k[len("model.") :]: v for k, v in ckpt["state_dict"].items()})
+    last = _weights(summary["module"])
+    assert all(torch.equal(fresh.state_dict()[k], last[k]) for k in last)
+    # the exported best model equals the best checkpoint's weights
+    best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    exported = melp.load_model(out / "best_model")
+    state = exported.state_dict()
+    assert all(torch.equal(state[k[len("model.") :]], v) for k, v in best.items())
+
+
+def test_interrupt_and_resume_matches_uninterrupted(full_run, store, tmp_path):
+    from melp.train.run import pretrain
+
+    summary, _ = full_run
+    out = tmp_path / "resumed"
+    torch.manual_seed(0)
+    first = pretrain(_cfg(store, out, "trainer.stop_at_step=3"))  # mid-epoch (4 batches per epoch)
+    assert first["global_step"] == 3
+    torch.manual_seed(123)  # a different process state must not matter
+    second = pretrain(_cfg(store, out), resume="auto")
+    assert second["global_step"] == 8
+    ref, got = _weights(summary["module"]), _weights(second["module"])
+    diff = max(float((ref[k].float() - got[k].float()).abs().max()) for k in ref)
+    assert diff == 0.0, f"resumed weights differ from the uninterrupted run by {diff}"
+    assert second["best_score"] == pytest.approx(summary["best_score"])
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, monkeypatch):
+    import melp.losses
+    from melp.train.run import NonFiniteLossError, pretrain
+
+    base = melp.losses.MELPLoss
+    calls = {"n": 0}
+
+    class Exploding(base):
+        def forward(self, **kw):
+            out = base.forward(self, **kw)
+            calls["n"] += 1
+            if calls["n"] == 4:  # the 4th training step (global step 3)
+                out["beat"] = out["beat"] * float("nan")
+                out["total"] = out["clip"] + out["caption"] + out["beat"]
+            return out
+
+    monkeypatch.setattr(melp.losses, "MELPLoss", Exploding)
+    with pytest.raises(NonFiniteLossError, match=r"step 3.*beat"):
+        pretrain(_cfg(store, tmp_path, "trainer.ckpt_every_n_steps=1", "val.every_n_steps=0"))
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_store_rate_mismatch_is_explained(store, tmp_path):
+    from melp.train.run import pretrain
+
+    cfg = _cfg(store, tmp_path, "model.overrides.ecg.sample_rate=500", "model.overrides.ecg.n_samples=5000")
+    with pytest.raises(ValueError, match=r"--rate 500 --seconds 10"):
+        pretrain(cfg)
