@@ -84,8 +84,14 @@ def test_every_registered_config_forward_backward_gradients(name):
     assert out["ecg_latent"].shape == (b, d) and out["text_latent"].shape == (b, d)
     assert out["beats"].shape == (b, q, d) and out["sentences"].shape == (b, m, d)
     assert out["sentence_mask"].sum(1).tolist() == [3, 2, 2]
-    assert out["caption_logits"].shape == (b, s - 1, len(model.tokenizer))
-    assert torch.equal(out["caption_targets"], enc["input_ids"][:, 1:])
+    targets = enc["input_ids"][:, 1:]
+    if model.config["decoder"]["sparse_logits"]:  # flattened to the non-pad targets
+        real = enc["attention_mask"][:, 1:].bool()
+        assert out["caption_logits"].shape == (int(real.sum()), len(model.tokenizer))
+        assert torch.equal(out["caption_targets"], targets[real])
+    else:
+        assert out["caption_logits"].shape == (b, s - 1, len(model.tokenizer))
+        assert torch.equal(out["caption_targets"], targets)
     torch.testing.assert_close(out["ecg_latent"].norm(dim=-1), torch.ones(b))
     losses = MELPLoss()(**out)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -223,9 +229,13 @@ def test_paper_config_values():
         "causal": True,
         "max_length": 128,
         "freeze_layers": 6,
+        "freeze_embeddings": False,  # the paper trains the embeddings
+        "padding": "longest",  # same values as padding to 128 (test_dynamic_padding_...), cheaper
     }
     assert cfg["heads"]["n_beat_queries"] == 12 and cfg["embed_dim"] == 256
-    assert cfg["decoder"] == {"layers": 6, "heads": 8, "mlp_ratio": 4.0}
+    assert cfg["decoder"] == {
+        "layers": 6, "heads": 8, "mlp_ratio": 4.0, "sparse_logits": False, "caption_vocab": None
+    }  # fmt: skip
 
 
 def test_create_model_loads_named_text_checkpoint_weights():
@@ -283,3 +293,47 @@ def test_batch_without_any_sentence_trains_without_nan(test_model):
     losses["total"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert torch.all(model.sent_proj.weight.grad == 0)
+
+
+def test_sparse_logits_and_compact_vocab_give_the_dense_loss():
+    """sparse_logits only drops ignored positions; a compact caption vocabulary is a different
+    (smaller) softmax, checked against a hand computation from the dense hidden states."""
+    torch.manual_seed(0)
+    model = melp.create_model("melp-test").eval()
+    x, enc = _batch(model)
+    dense = MELPLoss()(**model(ecg=x, **enc))
+    model.config["decoder"]["sparse_logits"] = True
+    sparse = MELPLoss()(**model(ecg=x, **enc))
+    torch.testing.assert_close(sparse["caption"], dense["caption"])
+    ids = model.restrict_caption_vocab(REPORTS)
+    assert model.eos_id in ids and model.pad_id not in ids
+    out = model(ecg=x, **enc)
+    assert out["caption_logits"].shape[-1] == len(ids) + 1
+    # by hand: log-softmax over the K+1 compact classes at every real target position
+    feats, _ = model.text_features(enc["input_ids"], enc["attention_mask"])
+    hidden = model.decoder.hidden(feats[:, :-1], model.caption_context(model.ecg_tokens(x)))
+    logits = hidden @ model.decoder.out_proj  # (B, S-1, K+1)
+    real = enc["attention_mask"][:, 1:].bool()
+    index = {t: i for i, t in enumerate(ids)}
+    tgt = torch.tensor([index.get(int(t), len(ids)) for t in enc["input_ids"][:, 1:][real]])
+    expected = torch.nn.functional.cross_entropy(logits[real], tgt)
+    torch.testing.assert_close(MELPLoss(caption=1.0)(**out)["caption"], expected)
+    # generation only ever emits ids of the compact vocabulary
+    text_ids = model.tokenizer(model.generate(x, strategy="greedy", max_length=10), add_special_tokens=False)
+    assert set(sum(text_ids["input_ids"], [])) <= set(ids)
+
+
+def test_dynamic_padding_encodes_like_full_padding():
+    """text.padding="longest" gives the same latents and caption loss as padding to max_length."""
+    torch.manual_seed(0)
+    model = melp.create_model("melp-test").eval()
+    x = torch.randn(3, 12, model.config["ecg"]["n_samples"])
+    short = model.tokenize(REPORTS[:3])
+    model.config["text"]["padding"] = "max_length"
+    full = model.tokenize(REPORTS[:3])
+    assert short["input_ids"].shape[1] < full["input_ids"].shape[1]
+    torch.testing.assert_close(model.encode_text(short), model.encode_text(full))
+    a, b = model(ecg=x, **short), model(ecg=x, **full)
+    for key in ("text_latent", "sentences"):
+        torch.testing.assert_close(a[key], b[key])
+    torch.testing.assert_close(MELPLoss()(**a)["caption"], MELPLoss()(**b)["caption"])

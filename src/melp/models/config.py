@@ -9,9 +9,12 @@ A config is a plain nested dict (JSON-serialisable). Sections and keys (defaults
   ``in_leads`` and the type's own keys (see ``ECG_DEFAULTS``).
 * ``text``: ``name_or_path`` (HF folder / hub id / ``"minilm"``), ``from_config`` (``null`` = load the
   checkpoint's weights in ``create_model``; a dict of ``BertConfig`` overrides = random init),
-  ``causal``, ``max_length`` (tokenizer length before dropping ``[CLS]``), ``freeze_layers``.
+  ``causal``, ``max_length`` (tokenizer length before dropping ``[CLS]``), ``freeze_layers``,
+  ``freeze_embeddings``, ``padding`` (``longest`` | ``max_length``).
 * ``heads``: beat pooler queries/heads, caption pooler queries/heads.
-* ``decoder``: ``layers``, ``heads``, ``mlp_ratio`` (width = the text model's hidden size).
+* ``decoder``: ``layers``, ``heads``, ``mlp_ratio`` (width = the text model's hidden size),
+  ``sparse_logits`` (vocabulary projection only at non-pad targets), ``caption_vocab`` (null or
+  the token ids of a compact caption output layer).
 
 Unknown keys, wrong types and a wrong ``ecg.type`` raise ``ValueError`` naming the key.
 """
@@ -56,6 +59,10 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "causal": True,
     "max_length": 128,
     "freeze_layers": 0,
+    "freeze_embeddings": False,
+    # "longest": pad each batch to its longest report (rounded up to a multiple of 8), far cheaper
+    # for short machine statements; "max_length": always pad to max_length (static shapes).
+    "padding": "longest",
 }
 
 HEADS_DEFAULTS: dict[str, Any] = {
@@ -65,7 +72,18 @@ HEADS_DEFAULTS: dict[str, Any] = {
     "caption_heads": 8,
 }
 
-DECODER_DEFAULTS: dict[str, Any] = {"layers": 6, "heads": 8, "mlp_ratio": 4.0}
+DECODER_DEFAULTS: dict[str, Any] = {
+    "layers": 6,
+    "heads": 8,
+    "mlp_ratio": 4.0,
+    # True: project to the vocabulary only at non-pad target positions (the only ones the loss
+    # uses). Saves most of the V-sized matmul for short reports; costs one host sync on GPU.
+    "sparse_logits": False,
+    # null = predict over the whole tokenizer vocabulary (the paper). A list of token ids (set by
+    # MELPModel.restrict_caption_vocab from the training reports) = a compact output layer over
+    # those ids plus one "any other token" class; generation maps back to full ids.
+    "caption_vocab": None,
+}
 
 SECTIONS = ("ecg", "text", "heads", "decoder")
 
@@ -79,6 +97,12 @@ def _check_keys(given: dict, allowed: dict, where: str, source: str) -> None:
 
 
 def _check_type(value: Any, default: Any, key: str, source: str) -> None:
+    if key == "decoder.caption_vocab":
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            raise ValueError(f"{source}: {key} must be null or a list of token ids, got {value!r}")
+        return
     if default is None or value is None and key == "text.from_config":
         return
     if isinstance(default, bool):

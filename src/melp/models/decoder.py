@@ -58,18 +58,66 @@ class DecoderLayer(nn.Module):
 class CaptionDecoder(nn.Module):
     """Stack of :class:`DecoderLayer` + final LayerNorm + output projection to the vocabulary."""
 
-    def __init__(self, dim: int, layers: int, heads: int, mlp_ratio: float, vocab_size: int):
+    def __init__(
+        self,
+        dim: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: float,
+        vocab_size: int,
+        vocab_ids: list[int] | None = None,
+    ):
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, int(dim * mlp_ratio)) for _ in range(layers))
         self.ln_final = nn.LayerNorm(dim)
-        self.out_proj = nn.Parameter(torch.randn(dim, vocab_size) * dim**-0.5)  # (D, V)
+        self.vocab_size = vocab_size
+        self.set_vocab(vocab_ids)
+
+    def set_vocab(self, vocab_ids: list[int] | None) -> None:
+        """(Re)create the output projection: over the full vocabulary (``None``) or over the K
+        given token ids plus one "any other token" class (compact; K+1 outputs). Re-initialises
+        the projection, so call it before training."""
+        dim = self.ln_final.normalized_shape[0]
+        if vocab_ids is None:
+            self.register_buffer("vocab_ids", None)
+            self.register_buffer("vocab_lookup", None)
+            self.out_proj = nn.Parameter(torch.randn(dim, self.vocab_size) * dim**-0.5)  # (D, V)
+            return
+        ids = torch.tensor(sorted(set(vocab_ids)), dtype=torch.long)  # (K,)
+        if ids.numel() == 0 or ids.min() < 0 or ids.max() >= self.vocab_size:
+            raise ValueError(f"caption_vocab ids must lie in [0, {self.vocab_size}); got {len(ids)} ids")
+        lookup = torch.full((self.vocab_size,), len(ids), dtype=torch.long)  # other tokens -> K
+        lookup[ids] = torch.arange(len(ids))
+        self.register_buffer("vocab_ids", ids)
+        self.register_buffer("vocab_lookup", lookup)
+        self.out_proj = nn.Parameter(torch.randn(dim, len(ids) + 1) * dim**-0.5)  # (D, K+1)
+
+    def map_targets(self, targets: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, int]:
+        """Token ids -> indices into :meth:`project`'s outputs, and the index the loss ignores."""
+        if self.vocab_lookup is None:
+            return targets, pad_id
+        return self.vocab_lookup[targets].masked_fill(targets == pad_id, -100), -100
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, caches: list[dict] | None = None) -> torch.Tensor:
-        """Token features x (B, S, D) and caption tokens ctx (B, n, D) -> logits (B, S, V).
+        """Token features x (B, S, D) and caption tokens ctx (B, n, D) -> logits (B, S, V) over the
+        full vocabulary (with a compact caption vocabulary, ids outside it get -inf).
 
         ``caches`` (one dict per layer, start with empty dicts) turns on incremental decoding:
         x then holds only the new positions and the dicts are updated in place.
         """
+        logits = self.project(self.hidden(x, ctx, caches))
+        if self.vocab_ids is None:
+            return logits
+        full = logits.new_full((*logits.shape[:-1], self.vocab_size), float("-inf"))  # (B, S, V)
+        full[..., self.vocab_ids] = logits[..., :-1]
+        return full
+
+    def hidden(self, x: torch.Tensor, ctx: torch.Tensor, caches: list[dict] | None = None) -> torch.Tensor:
+        """The final-LayerNorm hidden states (B, S, D) that :meth:`project` maps to logits."""
         for i, layer in enumerate(self.layers):
             x = layer(x, ctx, None if caches is None else caches[i])
-        return self.ln_final(x) @ self.out_proj
+        return self.ln_final(x)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> training logits (..., V), or (..., K+1) with a compact caption vocabulary."""
+        return hidden @ self.out_proj

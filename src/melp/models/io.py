@@ -81,7 +81,7 @@ def load_model(name_or_path: str | Path):
             f"missing={missing[:10]} unexpected={unexpected[:10]} wrong_shape={bad_shape[:10]} "
             "(re-save the model with the current melp version)"
         )
-    dtype = next(iter(state.values())).dtype if state else torch.float32
-    model.to(dtype)
+    floats = [v.dtype for v in state.values() if v.is_floating_point()]
+    model.to(floats[0] if floats else torch.float32)  # saved precision (integer buffers keep theirs)
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -92,7 +92,12 @@ class MELPModel(nn.Module):
         d = cfg["embed_dim"]
         self.ecg_encoder = ENCODERS[cfg["ecg"]["type"]](cfg["ecg"])
         c = self.ecg_encoder.width
-        self.text = TextTower(text_model, causal=tcfg["causal"], freeze_layers=tcfg["freeze_layers"])
+        self.text = TextTower(
+            text_model,
+            causal=tcfg["causal"],
+            freeze_layers=tcfg["freeze_layers"],
+            freeze_embeddings=tcfg["freeze_embeddings"],
+        )
         h = self.text.hidden_size
         self.beat_pooler = AttentionalPooler(d, c, hcfg["beat_heads"], hcfg["n_beat_queries"])
         self.beat_norm = nn.LayerNorm(d)
@@ -101,7 +106,9 @@ class MELPModel(nn.Module):
         self.caption_norm = nn.LayerNorm(h)
         self.text_proj = nn.Sequential(nn.Linear(h, d), nn.GELU(), nn.Linear(d, d))
         self.sent_proj = nn.Linear(h, d)
-        self.decoder = CaptionDecoder(h, dcfg["layers"], dcfg["heads"], dcfg["mlp_ratio"], vocab)
+        self.decoder = CaptionDecoder(
+            h, dcfg["layers"], dcfg["heads"], dcfg["mlp_ratio"], vocab, dcfg["caption_vocab"]
+        )
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg["logit_scale_init"])))
 
     # ------------------------------------------------------------------ inputs
@@ -110,8 +117,10 @@ class MELPModel(nn.Module):
         return self.logit_scale.device
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Reports -> ``{"input_ids", "attention_mask"}`` LongTensors (B, text.max_length - 1), on CPU."""
-        return tokenize_reports(self.tokenizer, texts, self.config["text"]["max_length"])
+        """Reports -> ``{"input_ids", "attention_mask"}`` LongTensors (B, S - 1), on CPU, where S is
+        ``text.max_length`` or, with ``text.padding="longest"``, the batch's padded length."""
+        tcfg = self.config["text"]
+        return tokenize_reports(self.tokenizer, texts, tcfg["max_length"], tcfg["padding"])
 
     def _check_ecg(self, ecg: torch.Tensor) -> torch.Tensor:
         leads = self.config["ecg"]["in_leads"]
@@ -135,12 +144,18 @@ class MELPModel(nn.Module):
         return self.caption_norm(self.caption_pooler(tokens))
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """Token features (B, S, H) and the end-of-sequence ``[CLS]`` feature (B, H) (spec §2.3)."""
-        b = input_ids.shape[0]
+        """Token features (B, S, H) and the end-of-sequence ``[CLS]`` feature (B, H) (spec §2.3).
+
+        ``[CLS]`` always sits at position ``text.max_length - 1`` (as when padding to the full
+        length), so a report encodes identically whatever padding its batch used."""
+        b, s = input_ids.shape
         cls = torch.full((b, 1), self.cls_id, dtype=input_ids.dtype, device=input_ids.device)
         ids = torch.cat([input_ids, cls], dim=1)  # (B, S+1): [CLS] after the pads
         mask = torch.cat([attention_mask, torch.ones_like(cls)], dim=1)
-        hidden = self.text(ids, mask)  # (B, S+1, H)
+        last = max(self.config["text"]["max_length"] - 1, s)
+        positions = torch.arange(s + 1, device=ids.device)
+        positions[-1] = last  # (S+1,)
+        hidden = self.text(ids, mask, positions)  # (B, S+1, H)
         return hidden[:, :-1], hidden[:, -1]
 
     # ------------------------------------------------------------------ training forward
@@ -154,6 +169,10 @@ class MELPModel(nn.Module):
             ``ecg_latent (B, D)``, ``text_latent (B, D)`` (unit norm), ``logit_scale ()`` (= exp(l)),
             ``beats (B, Q, D)``, ``sentences (B, M, D)``, ``sentence_mask (B, M)``,
             ``caption_logits (B, S-1, V)``, ``caption_targets (B, S-1)``, ``pad_id`` (int).
+            With ``decoder.sparse_logits`` the caption pair is flattened to the non-pad targets:
+            ``caption_logits (N, V)``, ``caption_targets (N,)`` (same loss value). With a compact
+            ``decoder.caption_vocab`` the logits have K+1 classes, targets are compact indices and
+            ``pad_id`` is the index the loss ignores (-100).
         """
         input_ids = input_ids.to(self.device, torch.long)
         attention_mask = attention_mask.to(self.device)
@@ -165,8 +184,13 @@ class MELPModel(nn.Module):
             feats, input_ids, attention_mask, self.special_ids, self.dot_id, self.config["max_sentences"]
         )
         sentences = self.sent_proj(sent) * sent_mask[..., None].to(sent.dtype)  # zero unused slots
-        logits = self.decoder(feats[:, :-1], ctx)  # (B, S-1, V)
-        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, self.pad_id)
+        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, self.pad_id)  # (B, S-1)
+        hidden = self.decoder.hidden(feats[:, :-1], ctx)  # (B, S-1, H)
+        if self.config["decoder"]["sparse_logits"]:
+            keep = targets != self.pad_id  # (B, S-1); the loss ignores every other position
+            hidden, targets = hidden[keep], targets[keep]  # (N_keep, H), (N_keep,)
+        logits = self.decoder.project(hidden)  # (B, S-1, V) / (N_keep, V); V -> K+1 if compact
+        targets, ignore_id = self.decoder.map_targets(targets, self.pad_id)
         return {
             "ecg_latent": F.normalize(beats.mean(1), dim=-1),
             "text_latent": F.normalize(self.text_proj(cls), dim=-1),
@@ -176,7 +200,7 @@ class MELPModel(nn.Module):
             "sentence_mask": sent_mask,
             "caption_logits": logits,
             "caption_targets": targets,
-            "pad_id": self.pad_id,
+            "pad_id": ignore_id,
         }
 
     # ------------------------------------------------------------------ inference API
@@ -196,6 +220,25 @@ class MELPModel(nn.Module):
         (B, Q, D) after P, ``probe`` (B, D) mean over queries before P (linear probing)."""
         pre, beats = self._beats(self.ecg_tokens(ecg))
         return {"rhythm": beats.mean(1), "beats": beats, "probe": pre.mean(1)}
+
+    def restrict_caption_vocab(self, texts: list[str]) -> list[int]:
+        """Give the caption decoder a compact output layer over the token ids occurring in
+        ``texts`` (e.g. the training reports) plus ``[SEP]``; every other token becomes one "other"
+        class. Re-initialises the output projection: call before training. Recorded in
+        ``config["decoder"]["caption_vocab"]`` so save/load rebuilds the same model. Returns the ids."""
+        ids = set()
+        for start in range(0, len(texts), 512):
+            enc = tokenize_reports(
+                self.tokenizer, list(texts[start : start + 512]), self.config["text"]["max_length"], "longest"
+            )
+            ids.update(enc["input_ids"][enc["attention_mask"].bool()].unique().tolist())
+        ids.add(self.eos_id)
+        ids -= {self.pad_id, self.bos_id, self.cls_id}
+        vocab_ids = sorted(int(i) for i in ids)
+        self.decoder.set_vocab(vocab_ids)
+        self.decoder.to(self.device)
+        self.config["decoder"]["caption_vocab"] = vocab_ids
+        return vocab_ids
 
     def clamp_logit_scale(self) -> None:
         """Clamp l to [0, logit_scale_max]; call after every optimizer step."""

@@ -37,9 +37,12 @@ class TextTower(nn.Module):
         bert: a ``transformers`` ``BertModel`` (no pooler needed).
         causal: left-to-right attention (the paper's setting) if True.
         freeze_layers: number of leading transformer layers whose parameters are frozen.
+        freeze_embeddings: also freeze the embeddings (the paper trains them). Together with
+            ``freeze_layers`` this makes the frozen prefix gradient-free, so backward stops at the
+            first trainable layer (much cheaper on CPU).
     """
 
-    def __init__(self, bert, causal: bool = True, freeze_layers: int = 0):
+    def __init__(self, bert, causal: bool = True, freeze_layers: int = 0, freeze_embeddings: bool = False):
         super().__init__()
         _check_bert(bert)
         if getattr(bert, "pooler", None) is not None:
@@ -57,15 +60,18 @@ class TextTower(nn.Module):
         self.freeze_layers = freeze_layers
         for layer in bert.encoder.layer[:freeze_layers]:
             layer.requires_grad_(False)
+        if freeze_embeddings:
+            bert.embeddings.requires_grad_(False)
 
     @property
     def max_positions(self) -> int:
         return self.bert.config.max_position_embeddings
 
-    def embed(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Token + position (+ type 0) embeddings for ids (B, S) at positions start..start+S-1 -> (B, S, H)."""
+    def embed(self, ids: torch.Tensor, start: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Token + position (+ type 0) embeddings for ids (B, S) at positions start..start+S-1
+        (or the explicit ``positions`` (S,)) -> (B, S, H)."""
         emb = self.bert.embeddings
-        pos = torch.arange(start, start + ids.shape[1], device=ids.device)
+        pos = torch.arange(start, start + ids.shape[1], device=ids.device) if positions is None else positions
         h = emb.word_embeddings(ids) + emb.position_embeddings(pos)[None]
         if getattr(emb, "token_type_embeddings", None) is not None:
             h = h + emb.token_type_embeddings.weight[0]
@@ -103,15 +109,18 @@ class TextTower(nn.Module):
             keep = keep.expand(-1, -1, attention_mask.shape[1], -1)
         return keep
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states (B, S, H) for ids (B, S) with mask (B, S) (1 = real token)."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Last hidden states (B, S, H) for ids (B, S) with mask (B, S) (1 = real token);
+        ``positions`` (S,) overrides the position ids 0..S-1."""
         if input_ids.shape[1] > self.max_positions:
             raise ValueError(
                 f"text sequence of {input_ids.shape[1]} tokens exceeds the text model's "
                 f"max_position_embeddings={self.max_positions}; lower text.max_length"
             )
         mask = self.build_mask(attention_mask)
-        h = self.embed(input_ids)
+        h = self.embed(input_ids, positions=positions)
         for layer in self.bert.encoder.layer:
             h = self._layer(layer, h, mask, None)
         return h

@@ -94,25 +94,33 @@ def bos_id(tokenizer) -> int:
     return int(tokenizer.convert_tokens_to_ids(BOS_TOKEN))
 
 
-def tokenize_reports(tokenizer, texts: list[str], max_length: int = 128) -> dict[str, torch.Tensor]:
+def tokenize_reports(
+    tokenizer, texts: list[str], max_length: int = 128, padding: str = "max_length"
+) -> dict[str, torch.Tensor]:
     """Tokenise reports as in spec §2.2.
 
     Args:
         tokenizer: tokenizer from :func:`load_tokenizer`.
         texts: B report strings (already normalised/lower-cased by the data layer).
         max_length: length before dropping the leading ``[CLS]``.
+        padding: ``"max_length"`` (always ``max_length``) or ``"longest"`` (the longest report of
+            the batch, rounded up to a multiple of 8, never more than ``max_length``).
 
     Returns:
-        ``{"input_ids": LongTensor (B, max_length - 1), "attention_mask": LongTensor (B, max_length - 1)}``;
+        ``{"input_ids": LongTensor (B, S - 1), "attention_mask": LongTensor (B, S - 1)}`` with
+        S = ``max_length`` (or the padded batch length with ``padding="longest"``);
         row b is ``[BOS] w1 ... wn [SEP] [PAD] ...`` (the last real token is ``[SEP]`` even when truncated).
     """
     if isinstance(texts, str):
         raise TypeError("tokenize_reports expects a list of strings, got a single str")
+    if padding not in ("max_length", "longest"):
+        raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
     enc = tokenizer(
         [f"{BOS_TOKEN} {t}" for t in texts],
-        padding="max_length",
+        padding=padding,
         truncation=True,
         max_length=max_length,
+        pad_to_multiple_of=8 if padding == "longest" and max_length % 8 == 0 else None,
         return_tensors="pt",
         return_token_type_ids=False,
     )
