@@ -134,8 +134,11 @@ def train_wordpiece(texts: list[str], vocab_size: int, out_dir: str | Path):
         min_frequency=1,
         special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
     )
-    wp.save_model(str(out))  # vocab.txt
-    return BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True, strip_accents=False)
+    wp.save_model(str(out))  # vocab.txt, for reference
+    return BertTokenizerFast(
+        tokenizer_object=wp._tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+    )  # fmt: skip
 
 
 def _resolve(name_or_path: str) -> str:
@@ -158,7 +161,8 @@ def load_mlm(init: str, corpus: list[str] | None = None, train_tokenizer: int = 
     Args:
         init: ``"minilm"``, an HF folder or hub id (loaded with ``AutoModelForMaskedLM``; a
             checkpoint without an MLM head gets a freshly initialised head, tied to the input
-            embeddings), or a path to a ``BertConfig`` JSON file (random init).
+            embeddings), or a ``BertConfig`` JSON file (random init): a path or the name of a
+            packaged one (``"bert-tiny"``: 3 layers x 256, for CPU runs).
         corpus: training texts, needed with ``train_tokenizer``.
         train_tokenizer: if > 0, train a WordPiece vocabulary of this size on ``corpus`` (only
             meaningful from scratch; with a pretrained ``init`` it is an error).
@@ -167,6 +171,9 @@ def load_mlm(init: str, corpus: list[str] | None = None, train_tokenizer: int = 
     from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
     cfg_file = Path(init)
+    packaged = Path(__file__).parents[1] / "train" / "configs" / f"{init}.json"
+    if not cfg_file.is_file() and packaged.is_file():  # e.g. "bert-tiny"
+        cfg_file = packaged
     from_scratch = cfg_file.is_file() and cfg_file.suffix == ".json"
     if train_tokenizer and not from_scratch:
         raise ValueError(
