@@ -201,3 +201,49 @@ def write_json(path: str | Path, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_jsonable(obj), indent=1) + "\n")
     return path
+
+
+class FeatureBank:
+    """Lazily computed, cached ``model.embed`` outputs per store row (rhythm, probe; beats on request).
+
+    Evaluations that share a model and a store (zero-shot on several tasks, probe, retrieval,
+    patient identification) pass one bank around so that each record goes through the encoder once.
+    ``z_e`` (``model.encode_ecg``) equals the L2-normalised rhythm embedding.
+    """
+
+    def __init__(self, model: Any, store: Any, batch_size: int = 128, normalize: str = "minmax",
+                 keys: tuple[str, ...] = ("rhythm", "probe")) -> None:  # fmt: skip
+        self.model, self.store, self.batch_size, self.normalize, self.keys = (
+            model,
+            store,
+            batch_size,
+            normalize,
+            keys,
+        )
+        self._cache: dict[str, dict[int, np.ndarray]] = {k: {} for k in keys}
+
+    def get(self, rows: np.ndarray, key: str) -> np.ndarray:
+        """float32 (N, ...) embedding ``key`` of ``rows`` (in that order), computing the missing rows."""
+        if key not in self._cache:
+            raise KeyError(f"FeatureBank keeps {self.keys}, not {key!r}")
+        cache = self._cache[key]
+        todo = np.array([r for r in dict.fromkeys(int(r) for r in rows) if r not in cache], dtype=np.int64)
+        if len(todo):
+            from melp.eval.zeroshot import eval_mode
+
+            device = next(self.model.parameters()).device
+            with eval_mode(self.model):
+                for start in range(0, len(todo), self.batch_size):
+                    part = todo[start : start + self.batch_size]
+                    batch = next(ecg_batches(self.store, part, len(part), self.normalize))
+                    emb = self.model.embed(batch["ecg"].to(device))
+                    for k in self.keys:
+                        vals = emb[k].float().cpu().numpy()
+                        for r, v in zip(part, vals):
+                            self._cache[k][int(r)] = v
+        return np.stack([cache[int(r)] for r in rows]) if len(rows) else np.zeros((0,), np.float32)
+
+    def z_e(self, rows: np.ndarray) -> np.ndarray:
+        """Unit-norm ECG latents (N, D) = ``model.encode_ecg`` of ``rows``."""
+        r = self.get(rows, "rhythm")
+        return r / np.linalg.norm(r, axis=1, keepdims=True).clip(1e-12)

@@ -152,7 +152,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the summary dict (also written to ``OUT/summary.json``)."""
     import melp
     from melp.data.store import ECGStore, prepare
-    from melp.eval.common import choose_splits, write_json
+    from melp.eval.common import FeatureBank, choose_splits, write_json
     from melp.eval.figures import attention_figure, probe_curve_figure
     from melp.eval.generation import run_generation
     from melp.eval.probe import run_probe
@@ -212,26 +212,28 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                                "train_folds": train_folds, "model": str(best), "config": asdict(cfg),
                                "mlm_perplexity": [mlm.perplexity_before, mlm.perplexity_after]}  # fmt: skip
     eval_rows = store.select(folds=[cfg.val_fold])
+    bank = FeatureBank(model, store)  # every record goes through the encoder once
     with _Stage(4, n, f"evaluate on fold {cfg.val_fold} ({len(eval_rows)} records)", times):
         summary["zeroshot"] = {}
         for task in PTBXL_TASKS:
-            r = run_zeroshot(model, store, task, eval_rows, out=out / "zeroshot", n_boot=cfg.n_boot)
+            r = run_zeroshot(
+                model, store, task, eval_rows, out=out / "zeroshot", n_boot=cfg.n_boot, bank=bank
+            )
             summary["zeroshot"][task] = {"macro_auroc": r["macro_auroc"], "ci": r.get("ci", {}).get("auroc")}
             print(f"    zero-shot {task}: {r['macro_auroc']:.3f}")
         splits = choose_splits(store, train_folds=train_folds, test_folds=[cfg.val_fold])
         print(f"    probe splits: {splits.description}")
-        probe = run_probe(
-            model, store, "super_class", splits, cfg.fractions, out=out / "probe", n_boot=cfg.n_boot
-        )
+        probe = run_probe(model, store, "super_class", splits, cfg.fractions, out=out / "probe",
+                          n_boot=cfg.n_boot, figure=False, bank=bank)  # fmt: skip
         random_model = melp.create_model(dict(model.config)).eval()
         probe_random = run_probe(random_model, store, "super_class", splits, cfg.fractions, out=out / "probe",
                                  n_boot=cfg.n_boot, name="probe_random", figure=False)  # fmt: skip
         summary["probe"] = {"macro_auroc": probe["macro_auroc"], "splits": splits.description}
         summary["probe_random"] = {"macro_auroc": probe_random["macro_auroc"]}
-        summary["retrieval"] = run_retrieval(model, store, eval_rows, out=out)
+        summary["retrieval"] = run_retrieval(model, store, eval_rows, out=out, bank=bank)
         try:
             summary["patient_identification"] = patient_identification(
-                model, store, np.arange(len(store)), out=out
+                model, store, np.arange(len(store)), out=out, bank=bank
             )
         except ValueError as err:  # no patient with two records (tiny subsets)
             summary["patient_identification"] = None

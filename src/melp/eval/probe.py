@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from melp.eval.common import Splits, check_compatible, ecg_batches, label_matrix, resolve_task
+from melp.eval.common import FeatureBank, Splits, check_compatible, label_matrix, resolve_task
 from melp.eval.metrics import macro_auroc
-from melp.eval.zeroshot import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,13 @@ def extract_features(
     batch_size: int = 128,
     normalize: str = "minmax",
     key: str = "probe",
+    bank: FeatureBank | None = None,
 ) -> np.ndarray:
-    """``model.embed(x)[key]`` for ``rows`` in order: float32 (N, D). Encoder in eval mode, no grad."""
-    device = next(model.parameters()).device
-    feats = []
-    with eval_mode(model):
-        for batch in ecg_batches(store, rows, batch_size, normalize):
-            feats.append(model.embed(batch["ecg"].to(device))[key].float().cpu())
-    return torch.cat(feats).numpy()
+    """``model.embed(x)[key]`` for ``rows`` in order: float32 (N, D). Encoder in eval mode, no grad.
+
+    ``bank``: reuse (and fill) a :class:`FeatureBank` of the same model and store."""
+    bank = bank or FeatureBank(model, store, batch_size, normalize, keys=(key,))
+    return bank.get(rows, key)
 
 
 def fraction_rows(y: np.ndarray, fraction: float, seed: int = 42) -> np.ndarray:
@@ -174,6 +172,7 @@ def run_probe(
     normalize: str = "minmax",
     name: str = "probe",
     figure: bool = True,
+    bank: FeatureBank | None = None,
 ) -> dict[str, Any]:
     """Linear probe for each label fraction; returns ``{"fractions": {f: summary}, ...}``.
 
@@ -187,10 +186,8 @@ def run_probe(
     check_compatible(model, store)
     task = resolve_task(store, task)
     cfg = config or HeadConfig()
-    feats = {
-        part: extract_features(model, store, getattr(splits, part), batch_size, normalize)
-        for part in ("train", "val", "test")
-    }
+    bank = bank or FeatureBank(model, store, batch_size, normalize)
+    feats = {part: bank.get(getattr(splits, part), "probe") for part in ("train", "val", "test")}
     labels = {part: label_matrix(store, task, getattr(splits, part))[0] for part in ("train", "val", "test")}
     classes = store.tasks[task]
     ids = store.manifest["id"].iloc[splits.test].astype(str).tolist()

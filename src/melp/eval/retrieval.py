@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from melp.eval.common import check_compatible, ecg_batches, write_json
+from melp.eval.common import FeatureBank, check_compatible, write_json
 from melp.eval.zeroshot import eval_mode
 
 log = logging.getLogger(__name__)
@@ -57,34 +57,37 @@ def retrieval_metrics(
 
 
 def encode_pairs(
-    model: Any, store: Any, rows: np.ndarray, batch_size: int = 128, normalize: str = "minmax"
+    model: Any,
+    store: Any,
+    rows: np.ndarray,
+    batch_size: int = 128,
+    normalize: str = "minmax",
+    bank: FeatureBank | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """ECG latents (N, D), text latents of the UNIQUE reports (U, D), those reports and the N reports."""
     check_compatible(model, store)
-    device = next(model.parameters()).device
-    z_e, reports = [], []
+    bank = bank or FeatureBank(model, store, batch_size, normalize)
+    z_e = bank.z_e(rows)  # (N, D) = encode_ecg
+    reports = store.manifest["report"].iloc[rows].fillna("").astype(str).tolist()
+    unique = sorted(set(reports))
     with eval_mode(model):
-        for batch in ecg_batches(store, rows, batch_size, normalize, with_reports=True):
-            z_e.append(model.encode_ecg(batch["ecg"].to(device)).float().cpu())
-            reports += batch["report"]
-        unique = sorted(set(reports))
         z_t = [
             model.encode_text(unique[i : i + batch_size]).float().cpu()
             for i in range(0, len(unique), batch_size)
         ]
-    return torch.cat(z_e).numpy(), torch.cat(z_t).numpy(), unique, reports
+    return z_e, torch.cat(z_t).numpy(), unique, reports
 
 
 def run_retrieval(
     model: Any, store: Any, rows: np.ndarray, out: str | Path | None = None, batch_size: int = 128,
-    normalize: str = "minmax",
+    normalize: str = "minmax", bank: FeatureBank | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """ECG->report and report->ECG retrieval on ``rows`` (identical reports merged).
 
     Returns ``{"ecg_to_report": {...}, "report_to_ecg": {...}}`` (R@1/5/10, median/mean rank);
     written to ``OUT/retrieval.json`` when ``out`` is given.
     """
-    z_e, z_t, unique, reports = encode_pairs(model, store, rows, batch_size, normalize)
+    z_e, z_t, unique, reports = encode_pairs(model, store, rows, batch_size, normalize, bank)
     pos = {t: u for u, t in enumerate(unique)}
     truth = np.zeros((len(reports), len(unique)), dtype=bool)  # (N, U)
     truth[np.arange(len(reports)), [pos[t] for t in reports]] = True
@@ -105,7 +108,7 @@ def run_retrieval(
 
 def patient_identification(
     model: Any, store: Any, rows: np.ndarray, out: str | Path | None = None, batch_size: int = 128,
-    normalize: str = "minmax", seed: int = 0,
+    normalize: str = "minmax", seed: int = 0, bank: FeatureBank | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Find a record's patient among other patients' records with rhythm embeddings.
 
@@ -130,7 +133,7 @@ def patient_identification(
     if len(probes) == 0:
         raise ValueError(f"store {store.path}: no patient has two records in the chosen rows")
     gallery = np.flatnonzero(is_gallery)
-    feats = extract_features(model, store, rows, batch_size, normalize, key="rhythm")
+    feats = extract_features(model, store, rows, batch_size, normalize, key="rhythm", bank=bank)
     feats = feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(1e-12)
     sim = feats[probes] @ feats[gallery].T  # (P, G)
     truth = inverse[probes][:, None] == inverse[gallery][None, :]

@@ -81,25 +81,23 @@ def zero_shot_scores(
     prompts: dict[str, list[str]] | str | Path | None = None,
     batch_size: int = 128,
     normalize: str = "minmax",
+    bank: Any = None,
 ) -> tuple[Any, Any, list[str], list[str]]:
     """Cosine scores of ``rows`` of ``store`` for ``task``.
 
-    Returns ``(y (N, K) float32, scores (N, K) float64, classes, ids)`` as numpy arrays/lists.
+    ``bank``: an optional :class:`melp.eval.common.FeatureBank` of this model and store (reuses
+    ECG latents across tasks). Returns ``(y (N, K) float32, scores (N, K) float64, classes, ids)``.
     """
-    import numpy as np
-
-    from melp.eval.common import check_compatible, ecg_batches, label_matrix, resolve_task
+    from melp.eval.common import FeatureBank, check_compatible, label_matrix, resolve_task
 
     check_compatible(model, store)
     task = resolve_task(store, task)
     y, classes = label_matrix(store, task, rows)
-    device = next(model.parameters()).device
-    w = build_classifier(model, classes, prompts, task=task)
-    scores, ids = [], []
-    for batch in ecg_batches(store, rows, batch_size, normalize):
-        scores.append(zero_shot_logits(model, batch["ecg"].to(device), w).cpu().double().numpy())
-        ids += batch["id"]
-    return y, np.concatenate(scores), classes, ids
+    bank = bank or FeatureBank(model, store, batch_size, normalize)
+    w = build_classifier(model, classes, prompts, task=task).cpu().double().numpy()  # (D, K)
+    scores = bank.z_e(rows).astype("float64") @ w  # (N, K) cosines
+    ids = store.manifest["id"].iloc[rows].astype(str).tolist()
+    return y, scores, classes, ids
 
 
 def run_zeroshot(
@@ -115,6 +113,7 @@ def run_zeroshot(
     normalize: str = "minmax",
     figure: bool = True,
     name: str | None = None,
+    bank: Any = None,
 ) -> dict[str, Any]:
     """Zero-shot evaluation of one task: metrics with bootstrap intervals; writes JSON/CSV/ROC to
     ``out`` (when given) as ``zeroshot_{task}.*``. Returns the summary dict (``macro_auroc`` ...)."""
@@ -122,7 +121,7 @@ def run_zeroshot(
     from melp.eval.results import summarise_classification, write_classification
 
     task = resolve_task(store, task)
-    y, scores, classes, ids = zero_shot_scores(model, store, task, rows, prompts, batch_size, normalize)
+    y, scores, classes, ids = zero_shot_scores(model, store, task, rows, prompts, batch_size, normalize, bank)
     extra = {"method": "zero-shot", "task": task, "store": str(store.path), "n_records": len(ids)}
     if out is None:
         return {**extra, **summarise_classification(y, scores, classes, n_boot=n_boot, seed=seed)}
