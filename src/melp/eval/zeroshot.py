@@ -35,6 +35,7 @@ def build_classifier(
     model: Any,
     classes: list[str],
     prompts: dict[str, list[str]] | str | Path | None = None,
+    *,
     batch_size: int = 256,
     task: str | None = None,
 ) -> torch.Tensor:
