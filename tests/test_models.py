@@ -337,3 +337,27 @@ def test_dynamic_padding_encodes_like_full_padding():
     for key in ("text_latent", "sentences"):
         torch.testing.assert_close(a[key], b[key])
     torch.testing.assert_close(MELPLoss()(**a)["caption"], MELPLoss()(**b)["caption"])
+
+
+def test_text_feature_cache_matches_the_frozen_tower():
+    """With a frozen text tower, cached features give the same latents and losses (eval mode)."""
+    torch.manual_seed(0)
+    model = melp.create_model("melp-test")
+    with pytest.raises(ValueError, match="fully frozen"):
+        model.cache_text_features()
+    model.text.requires_grad_(False)
+    model.eval()
+    x, enc = _batch(model)
+    ref = model(ecg=x, **enc)
+    model.cache_text_features()
+    for _ in range(2):  # first call fills the cache, second is served from it
+        out = model(ecg=x, **enc)
+        for key in ("text_latent", "sentences"):
+            torch.testing.assert_close(out[key], ref[key])
+        real = ref["caption_targets"] != ref["pad_id"]  # pad positions are ignored by the loss
+        torch.testing.assert_close(out["caption_logits"][real], ref["caption_logits"][real])
+        torch.testing.assert_close(MELPLoss()(**out)["total"], MELPLoss()(**ref)["total"])
+    assert len(model._text_cache) == len(set(REPORTS[:3]))
+    losses = MELPLoss()(**out)
+    losses["total"].backward()
+    assert all(p.grad is None for p in model.text.parameters())

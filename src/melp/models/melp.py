@@ -144,6 +144,52 @@ class MELPModel(nn.Module):
         return self.caption_norm(self.caption_pooler(tokens))
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Token features (B, S, H) and the end-of-sequence ``[CLS]`` feature (B, H) (spec §2.3);
+        served from the per-report cache when :meth:`cache_text_features` is on."""
+        if getattr(self, "_text_cache", None) is not None:
+            return self._cached_text_features(input_ids, attention_mask)
+        return self._text_features(input_ids, attention_mask)
+
+    def cache_text_features(self, enabled: bool = True) -> None:
+        """Lock the text tower (eval mode, no dropout) and memoise its outputs per report.
+
+        With a fully frozen text tower the features of a report never change, so each distinct
+        report is encoded once and later batches only train the ECG side, the heads and the
+        decoder (the paper trains the upper text layers; this is a CPU-budget option). Pad
+        positions get zero features: only the loss-ignored pad targets could see them. The cache
+        lives in memory (about S*H floats per distinct report) and is not saved.
+        """
+        if enabled and any(p.requires_grad for p in self.text.parameters()):
+            raise ValueError(
+                "the text-feature cache needs a fully frozen text tower (training config: model.freeze: [text.])"
+            )
+        self._text_cache = {} if enabled else None
+
+    def _cached_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        cache = self._text_cache
+        real = attention_mask.bool().cpu()
+        ids = input_ids.cpu()
+        keys = [tuple(ids[i][real[i]].tolist()) for i in range(len(ids))]
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
+        if todo:
+            was_training = self.text.training
+            self.text.eval()
+            with torch.no_grad():
+                feats, cls = self._text_features(input_ids[todo], attention_mask[todo])
+            self.text.train(was_training)
+            for j, i in enumerate(todo):
+                cache[keys[i]] = (feats[j][real[i].to(feats.device)].clone(), cls[j].clone())
+        b, s = input_ids.shape
+        first = cache[keys[0]][1]
+        out = first.new_zeros((b, s, first.shape[-1]))  # (B, S, H), zeros at pads
+        cls = first.new_empty((b, first.shape[-1]))  # (B, H)
+        for i, k in enumerate(keys):
+            f, c = cache[k]
+            out[i, real[i].to(out.device)] = f
+            cls[i] = c
+        return out, cls
+
+    def _text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """Token features (B, S, H) and the end-of-sequence ``[CLS]`` feature (B, H) (spec §2.3).
 
         ``[CLS]`` always sits at position ``text.max_length - 1`` (as when padding to the full

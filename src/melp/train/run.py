@@ -60,6 +60,8 @@ def build_model(cfg: PretrainConfig):
                 and all(not p.requires_grad for p in mod.parameters())
             ):
                 mod.eval()
+    if m.cache_text:
+        model.cache_text_features()  # raises unless the text tower is fully frozen
     return model
 
 
@@ -180,6 +182,16 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     rows = _rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
     reports = store.manifest["report"].fillna("").astype(str).to_numpy()
     rows = rows[np.char.str_len(reports[rows].astype(str)) > 0]  # records without a report cannot pair
+    if cfg.model.caption_vocab == "train":
+        if cfg.model.init:
+            raise ValueError("model.caption_vocab=train re-initialises the decoder; not with model.init")
+        n = len(model.restrict_caption_vocab(list(reports[rows])))
+        log.info("caption vocabulary: %d token ids of the training reports (+1 'other' class)", n)
+    elif cfg.model.caption_vocab != "full":
+        raise ValueError(f"model.caption_vocab must be 'full' or 'train', got {cfg.model.caption_vocab!r}")
+    if cfg.model.caption_vocab_from_reports:  # deterministic: a resumed run rebuilds the same layer
+        n_vocab = len(model.restrict_caption_vocab(list(reports[rows])))
+        log.info("caption decoder restricted to the %d tokens of the training reports", n_vocab)
     train_ds = IndexedDataset(
         PretrainDataset(store, rows, lead_mask_p=cfg.data.lead_mask_p, normalize=cfg.data.normalize),
         seed=cfg.seed,
