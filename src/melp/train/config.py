@@ -65,10 +65,6 @@ class ModelConfig:
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes to freeze, e.g. ["text."]
     # compact caption output layer over the tokens of the training reports (restrict_caption_vocab)
     caption_vocab_from_reports: bool = False
-    # "full": caption decoder predicts over the whole tokenizer vocabulary (the paper);
-    # "train": a compact output layer over the token ids of the training reports (+ one "other"
-    # class), recorded in the saved model config. Much cheaper on CPU for small corpora.
-    caption_vocab: str = "full"
     # memoise the text tower's features per report (needs freeze: [text.]); see
     # MELPModel.cache_text_features. Removes the text tower from the step cost.
     cache_text: bool = False

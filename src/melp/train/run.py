@@ -182,13 +182,6 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     rows = _rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
     reports = store.manifest["report"].fillna("").astype(str).to_numpy()
     rows = rows[np.char.str_len(reports[rows].astype(str)) > 0]  # records without a report cannot pair
-    if cfg.model.caption_vocab == "train":
-        if cfg.model.init:
-            raise ValueError("model.caption_vocab=train re-initialises the decoder; not with model.init")
-        n = len(model.restrict_caption_vocab(list(reports[rows])))
-        log.info("caption vocabulary: %d token ids of the training reports (+1 'other' class)", n)
-    elif cfg.model.caption_vocab != "full":
-        raise ValueError(f"model.caption_vocab must be 'full' or 'train', got {cfg.model.caption_vocab!r}")
     if cfg.model.caption_vocab_from_reports:  # deterministic: a resumed run rebuilds the same layer
         n_vocab = len(model.restrict_caption_vocab(list(reports[rows])))
         log.info("caption decoder restricted to the %d tokens of the training reports", n_vocab)
