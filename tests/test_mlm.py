@@ -72,8 +72,15 @@ def test_mlm_from_scratch_lowers_perplexity_and_feeds_melp(tmp_path):
     corpus = tmp_path / "reports.txt"
     corpus.write_text("\n".join(english["report"].head(400)))
     (tmp_path / "bert.json").write_text(
-        json.dumps({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                    "intermediate_size": 64, "max_position_embeddings": 64})  # fmt: skip
+        json.dumps(
+            {
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "max_position_embeddings": 64,
+            }
+        )  # fmt: skip
     )
     out = tmp_path / "lm"
     torch.manual_seed(0)

@@ -180,6 +180,7 @@ def store(tmp_path_factory):
 
 def _cfg(store: Path, out: Path, *extra: str) -> PretrainConfig:
     cfg = load_config("melp-tiny")
+    cfg.model.overrides = {}  # the tiny test model as registered (melp-tiny's CPU tuning does not apply)
     return apply_overrides(
         cfg,
         [f"data.store={store}", f"out={out}", "model.name=melp-test", "data.batch_size=8",
