@@ -220,7 +220,7 @@ def test_run_loss_goes_down_and_outputs_load(full_run):
     # the Lightning checkpoint holds the full training state and loads into a fresh model
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 8 and "melp_state" in ckpt and ckpt["optimizer_states"]
-    fresh = melp.create_model("melp-test")
+    fresh = melp.load_model(out / "best_model")  # same architecture (incl. the compact caption vocabulary)
     fresh.load_state_dict({k[len("model.") :]: v for k, v in ckpt["state_dict"].items()})
     last = _weights(summary["module"])
     assert all(torch.equal(fresh.state_dict()[k], last[k]) for k in last)
