@@ -250,7 +250,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         figs = out / "figures"
         probe_curve_figure({"MELP (pretrained)": probe["macro_auroc"], "random init": probe_random["macro_auroc"]},
                            figs / "probe_fractions.png", title=f"linear probe, super_class, fold {cfg.val_fold}")  # fmt: skip
-        row = eval_rows[:1]
+        # the evaluation record with the most report sentences (at most 6) makes the clearest example
+        n_sent = store.manifest["report"].iloc[eval_rows].astype(str).str.count(r"\. ").to_numpy()
+        row = eval_rows[[int(np.argmax(np.where(n_sent <= 5, n_sent, -1)))]]
         batch = next(ecg_batches(store, row, 1, with_reports=True))
         with torch.no_grad():
             maps = model.attention_maps(batch["ecg"][0], batch["report"][0])

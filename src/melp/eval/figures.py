@@ -158,13 +158,17 @@ def attention_figure(
     ax_t.tick_params(labelsize=7)
 
     if len(sentences):
-        im2 = ax_s.imshow(sent_beat, aspect="auto", cmap="magma", vmin=0, vmax=max(sent_beat.max(), 1e-9))
+        lo, hi, uniform = float(sent_beat.min()), float(sent_beat.max()), ""
+        if hi - lo < 1e-3:  # (near-)uniform alignment: say so instead of showing a flat colour
+            uniform = f"\n(uniform: every weight {lo:.3f}-{hi:.3f})"
+            hi = lo + 1e-3
+        im2 = ax_s.imshow(sent_beat, aspect="auto", cmap="magma", vmin=lo, vmax=hi)
         ax_s.yaxis.tick_right()
         ax_s.set_yticks(range(len(sentences)))
         ax_s.set_yticklabels(["\n".join(textwrap.wrap(s, 26)) for s in sentences], fontsize=8)
         ax_s.set_xticks(range(q))
         ax_s.set_xlabel("beat query", fontsize=9)
-        ax_s.set_title("each sentence's attention over the beat queries", fontsize=10)
+        ax_s.set_title("each sentence's attention over the beat queries" + uniform, fontsize=10)
         fig.colorbar(
             im2, ax=ax_s, orientation="horizontal", fraction=0.04, pad=0.08, label="attention weight"
         )
