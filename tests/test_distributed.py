@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from melp.losses.clip import clip_loss
 
 WORLD, B, D = 2, 3, 8
+# report ids with duplicates inside a rank and across ranks (soft duplicate-aware targets)
+IDS = torch.tensor([5, 7, 5, 7, 9, 5])
 
 
 def _data():
@@ -22,15 +24,17 @@ def _data():
 def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
-        ze, zt, s = _data()
-        ze = ze[rank * B : (rank + 1) * B].clone().requires_grad_(True)
-        zt = zt[rank * B : (rank + 1) * B].clone().requires_grad_(True)
-        s = s.clone().requires_grad_(True)
-        loss = clip_loss(ze, zt, s)
-        loss.backward()
-        torch.save(
-            {"loss": loss.detach(), "ge": ze.grad, "gt": zt.grad, "gs": s.grad}, f"{out_dir}/rank{rank}.pt"
-        )
+        for tag, ids in (("plain", None), ("soft", IDS[rank * B : (rank + 1) * B])):
+            ze, zt, s = _data()
+            ze = ze[rank * B : (rank + 1) * B].clone().requires_grad_(True)
+            zt = zt[rank * B : (rank + 1) * B].clone().requires_grad_(True)
+            s = s.clone().requires_grad_(True)
+            loss = clip_loss(ze, zt, s, text_ids=ids)
+            loss.backward()
+            torch.save(
+                {"loss": loss.detach(), "ge": ze.grad, "gt": zt.grad, "gs": s.grad},
+                f"{out_dir}/{tag}{rank}.pt",
+            )
     finally:
         dist.destroy_process_group()
 
@@ -43,13 +47,16 @@ def _free_port() -> int:
 
 def test_gathered_clip_loss_equals_single_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    res = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    for tag, ids in (("plain", None), ("soft", IDS)):
+        _check_against_single_process([torch.load(tmp_path / f"{tag}{r}.pt") for r in range(WORLD)], ids)
 
+
+def _check_against_single_process(res, ids):
     ze, zt, s = _data()
     ze.requires_grad_(True)
     zt.requires_grad_(True)
     s.requires_grad_(True)
-    ref = clip_loss(ze, zt, s, gather=False)  # global batch of WORLD * B pairs
+    ref = clip_loss(ze, zt, s, gather=False, text_ids=ids)  # global batch of WORLD * B pairs
     ref.backward()
 
     # DDP averages over ranks: mean of rank losses / grads == the global loss / its gradients

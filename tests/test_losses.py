@@ -173,3 +173,39 @@ def test_losses_stay_fp32_inside_bf16_autocast():
     assert got_beat.dtype == torch.float32 and got_clip.dtype == torch.float32
     assert got_beat.item() == pytest.approx(ref_beat.item(), rel=1e-6)  # bf16 matmuls are off by ~5e-4
     assert got_clip.item() == pytest.approx(ref_clip.item(), rel=1e-6)
+
+
+def test_clip_soft_duplicate_targets_by_hand():
+    """Identical reports are not negatives: rows spread their target over equal report ids."""
+    from melp.losses.clip import clip_loss, duplicate_targets
+
+    torch.manual_seed(0)
+    ze = F.normalize(torch.randn(4, 5, dtype=torch.float64), dim=-1)
+    zt = F.normalize(torch.randn(4, 5, dtype=torch.float64), dim=-1)
+    s = torch.tensor(2.0, dtype=torch.float64)
+    unique = torch.tensor([1, 2, 3, 4])
+    torch.testing.assert_close(clip_loss(ze, zt, s, text_ids=unique), clip_loss(ze, zt, s))
+    ids = torch.tensor([1, 2, 1, 1])  # reports 0, 2, 3 identical
+    t = duplicate_targets(ids, ids)
+    torch.testing.assert_close(t[:2], torch.tensor([[1 / 3, 0, 1 / 3, 1 / 3], [0, 1, 0, 0]]))
+    # by hand: -sum_j t_ij log softmax_j(s * z_i . Z_j), both directions, averaged
+    le, lt = (s * ze @ zt.T).log_softmax(1), (s * zt @ ze.T).log_softmax(1)
+    expected = 0.5 * (-(t * le).sum(1).mean() - (t * lt).sum(1).mean())
+    torch.testing.assert_close(clip_loss(ze, zt, s, text_ids=ids), expected)
+
+
+def test_beat_soft_duplicate_targets_match_explicit_soft_ce():
+    from melp.losses.beat import beat_loss, beat_similarity
+
+    torch.manual_seed(1)
+    beats = torch.randn(4, 3, 6, dtype=torch.float64)
+    sent = torch.randn(4, 2, 6, dtype=torch.float64)
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1], [1, 1]], dtype=torch.bool)
+    torch.testing.assert_close(
+        beat_loss(beats, sent, mask, text_ids=torch.arange(4)), beat_loss(beats, sent, mask)
+    )
+    ids = torch.tensor([3, 8, 3, 9])
+    sim = 10.0 * beat_similarity(beats, sent, mask)
+    t = torch.tensor([[0.5, 0, 0.5, 0], [0, 1, 0, 0], [0.5, 0, 0.5, 0], [0, 0, 0, 1]], dtype=torch.float64)
+    expected = 0.5 * (-(t * sim.log_softmax(1)).sum(1).mean() - (t * sim.T.log_softmax(1)).sum(1).mean())
+    torch.testing.assert_close(beat_loss(beats, sent, mask, text_ids=ids), expected)

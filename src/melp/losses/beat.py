@@ -68,18 +68,21 @@ def beat_loss(
     tau1: float = 4.0,
     tau2: float = 5.0,
     tau3: float = 10.0,
+    text_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sentence-beat alignment loss (scalar), see the module docstring.
 
     Args:
         beats: (B, Q, D); sentences: (B, M, D); sentence_mask: (B, M) bool.
+        text_ids: optional (B,) report ids; identical reports are then not negatives of each
+            other (soft targets, as in :func:`melp.losses.clip.clip_loss`).
         Computed in at least float32 (float64 stays float64).
     """
     with torch.autocast(beats.device.type, enabled=False):  # never bf16, even inside autocast (D22)
-        return _beat_loss(beats, sentences, sentence_mask, tau1, tau2, tau3)
+        return _beat_loss(beats, sentences, sentence_mask, tau1, tau2, tau3, text_ids)
 
 
-def _beat_loss(beats, sentences, sentence_mask, tau1, tau2, tau3):
+def _beat_loss(beats, sentences, sentence_mask, tau1, tau2, tau3, text_ids=None):
     dtype = torch.promote_types(beats.dtype, torch.float32)
     beats, sentences = beats.to(dtype), sentences.to(dtype)
     mask = sentence_mask.bool()
@@ -87,7 +90,12 @@ def _beat_loss(beats, sentences, sentence_mask, tau1, tau2, tau3):
     sim = tau3 * beat_similarity(beats, sentences, mask, tau1, tau2)  # (B_j, B_i)
     pair_ok = valid[:, None] & valid[None, :]
     sim = _fill_min(sim, pair_ok)
-    target = torch.arange(sim.shape[0], device=sim.device)
+    if text_ids is not None:  # uniform over the valid columns with the same report
+        same = (text_ids[:, None] == text_ids[None, :]) & pair_ok  # (B, B), symmetric
+        same = same | torch.eye(len(same), dtype=torch.bool, device=same.device)  # rows w/o sentences
+        target = same.to(dtype) / same.sum(1, keepdim=True).to(dtype)
+    else:
+        target = torch.arange(sim.shape[0], device=sim.device)
     ce_rows = F.cross_entropy(sim, target, reduction="none")  # ECG j -> which report
     ce_cols = F.cross_entropy(sim.T, target, reduction="none")  # report i -> which ECG
     w = valid.to(dtype)

@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from melp.losses.gather import all_gather_with_grad, world_info
+from melp.losses.gather import all_gather_no_grad, all_gather_with_grad, world_info
+
+
+def duplicate_targets(row_ids: torch.Tensor, col_ids: torch.Tensor) -> torch.Tensor:
+    """Soft targets (R, C) for contrastive CE: row r spreads its probability evenly over every
+    column whose report id equals its own (its own pair included). With unique ids this is the
+    one-hot identity target of plain CLIP."""
+    same = (row_ids[:, None] == col_ids[None, :]).to(torch.float32)  # (R, C)
+    return same / same.sum(dim=1, keepdim=True)
 
 
 def clip_loss(
@@ -15,6 +23,7 @@ def clip_loss(
     logit_scale: torch.Tensor,
     *,
     gather: bool = True,
+    text_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric cross-entropy over cosine logits, local rows against the global batch.
 
@@ -23,15 +32,21 @@ def clip_loss(
         text_latent: z_t (B, D), unit norm.
         logit_scale: the multiplier s = exp(l) (scalar tensor).
         gather: gather the other ranks' latents (no-op without a process group).
+        text_ids: optional (B,) integer id of each report's text (``model(...)["text_ids"]``).
+            Pairs whose reports are identical are then not treated as negatives of each other:
+            the target of a row is uniform over all columns with the same report (a fix for
+            corpora of machine statements, where e.g. "sinus rhythm. normal ecg." repeats many
+            times per batch; plain CLIP asks the model to tell identical texts apart).
 
     Returns:
-        Scalar 0.5 * [CE(s z_e Z_t^T, y) + CE(s z_t Z_e^T, y)] with y_k = k + rank * B.
+        Scalar 0.5 * [CE(s z_e Z_t^T, y) + CE(s z_t Z_e^T, y)] with y_k = k + rank * B
+        (or the soft duplicate-aware targets).
     """
     with torch.autocast(ecg_latent.device.type, enabled=False):  # logits in fp32 even under autocast
-        return _clip_loss(ecg_latent, text_latent, logit_scale, gather)
+        return _clip_loss(ecg_latent, text_latent, logit_scale, gather, text_ids)
 
 
-def _clip_loss(ecg_latent, text_latent, logit_scale, gather):
+def _clip_loss(ecg_latent, text_latent, logit_scale, gather, text_ids=None):
     dtype = torch.promote_types(ecg_latent.dtype, torch.float32)  # fp32 at least (fp64 kept)
     ze, zt = ecg_latent.to(dtype), text_latent.to(dtype)
     rank, world = world_info()
@@ -42,7 +57,11 @@ def _clip_loss(ecg_latent, text_latent, logit_scale, gather):
     s = logit_scale.to(dtype)
     logits_e = s * ze @ all_t.T  # (B, G*B)
     logits_t = s * zt @ all_e.T  # (B, G*B)
-    target = torch.arange(ze.shape[0], device=ze.device) + rank * ze.shape[0]
+    if text_ids is not None:
+        all_ids = all_gather_no_grad(text_ids) if gather else text_ids  # (G*B,)
+        target = duplicate_targets(text_ids, all_ids).to(dtype)  # (B, G*B)
+    else:
+        target = torch.arange(ze.shape[0], device=ze.device) + rank * ze.shape[0]
     return 0.5 * (F.cross_entropy(logits_e, target) + F.cross_entropy(logits_t, target))
 
 
@@ -54,6 +73,10 @@ class ClipLoss(nn.Module):
         self.gather = gather
 
     def forward(
-        self, ecg_latent: torch.Tensor, text_latent: torch.Tensor, logit_scale: torch.Tensor
+        self,
+        ecg_latent: torch.Tensor,
+        text_latent: torch.Tensor,
+        logit_scale: torch.Tensor,
+        text_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return clip_loss(ecg_latent, text_latent, logit_scale, gather=self.gather)
+        return clip_loss(ecg_latent, text_latent, logit_scale, gather=self.gather, text_ids=text_ids)

@@ -47,3 +47,13 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if world == 1:
         return x
     return _AllGather.apply(x)
+
+
+def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) over ranks -> (G*B, ...) without gradient (e.g. integer ids)."""
+    _, world = world_info()
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)

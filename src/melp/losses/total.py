@@ -21,6 +21,9 @@ class MELPLoss(nn.Module):
         clip, caption, beat: term weights (lambda_clip, lambda_cap, lambda_beat).
         tau1, tau2, tau3: beat-loss temperatures.
         gather: gather latents across ranks for the CLIP term (no-op single-process).
+        soft_duplicates: use the model's ``text_ids`` so that identical reports in a batch are not
+            negatives of each other in the CLIP and beat terms (default; the reference treats them
+            as negatives). Without ``text_ids`` in the outputs, plain one-hot targets are used.
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class MELPLoss(nn.Module):
         tau2: float = 5.0,
         tau3: float = 10.0,
         gather: bool = True,
+        soft_duplicates: bool = True,
     ):
         super().__init__()
         for name, w in (("clip", clip), ("caption", caption), ("beat", beat)):
@@ -41,6 +45,7 @@ class MELPLoss(nn.Module):
         self.weights = {"clip": float(clip), "caption": float(caption), "beat": float(beat)}
         self.taus = (tau1, tau2, tau3)
         self.gather = gather
+        self.soft_duplicates = soft_duplicates
 
     def forward(
         self,
@@ -53,18 +58,23 @@ class MELPLoss(nn.Module):
         caption_logits: torch.Tensor,
         caption_targets: torch.Tensor,
         pad_id: int,
+        text_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted loss terms and their sum (all scalars, fp32)."""
         zero = ecg_latent.new_zeros((), dtype=torch.float32)
         w = self.weights
+        ids = text_ids if self.soft_duplicates else None
         out = {
-            "clip": w["clip"] * clip_loss(ecg_latent, text_latent, logit_scale, gather=self.gather)
+            "clip": w["clip"]
+            * clip_loss(ecg_latent, text_latent, logit_scale, gather=self.gather, text_ids=ids)
             if w["clip"]
             else zero,
             "caption": w["caption"] * caption_loss(caption_logits, caption_targets, pad_id)
             if w["caption"]
             else zero,
-            "beat": w["beat"] * beat_loss(beats, sentences, sentence_mask, *self.taus) if w["beat"] else zero,
+            "beat": w["beat"] * beat_loss(beats, sentences, sentence_mask, *self.taus, text_ids=ids)
+            if w["beat"]
+            else zero,
         }
         out["total"] = out["clip"] + out["caption"] + out["beat"]
         return out

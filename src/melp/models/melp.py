@@ -57,6 +57,21 @@ def text_hf_config(text_cfg: dict, tokenizer):
     return BertConfig(**cfg)
 
 
+_HASH = ((1_000_003, 2_147_483_647), (999_983, 2_147_483_629))  # (base, prime modulus < 2^31)
+
+
+def report_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) int64 id of each report's real tokens (equal reports -> equal ids, whatever the batch
+    padding), computed on the device without a host sync: two polynomial hashes, each
+    sum_t (id_t + 1) * base^t mod p with p < 2^31 (every term < 2^48, no overflow), combined."""
+    tokens = (input_ids.long() + 1) * attention_mask.long()  # (B, S), 0 at pads
+    out = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+    for base, mod in _HASH:
+        weights = torch.tensor([pow(base, t, mod) for t in range(tokens.shape[1])], device=tokens.device)
+        out = out * mod + (tokens * weights).sum(1) % mod  # < 2^62 after two rounds
+    return out
+
+
 class MELPModel(nn.Module):
     """MELP (ECG tower, text tower, poolers, caption decoder) built from a config dict.
 
@@ -218,7 +233,8 @@ class MELPModel(nn.Module):
             With ``decoder.sparse_logits`` the caption pair is flattened to the non-pad targets:
             ``caption_logits (N, V)``, ``caption_targets (N,)`` (same loss value). With a compact
             ``decoder.caption_vocab`` the logits have K+1 classes, targets are compact indices and
-            ``pad_id`` is the index the loss ignores (-100).
+            ``pad_id`` is the index the loss ignores (-100). ``text_ids (B,)``: an id per report
+            text (equal reports, equal ids) for duplicate-aware contrastive targets.
         """
         input_ids = input_ids.to(self.device, torch.long)
         attention_mask = attention_mask.to(self.device)
@@ -247,6 +263,7 @@ class MELPModel(nn.Module):
             "caption_logits": logits,
             "caption_targets": targets,
             "pad_id": ignore_id,
+            "text_ids": report_ids(input_ids, attention_mask),
         }
 
     # ------------------------------------------------------------------ inference API

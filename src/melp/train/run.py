@@ -218,7 +218,11 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     lightning_steps = tc.stop_at_step if tc.stop_at_step > 0 else total_steps
 
     module = MELPLightning(
-        cfg, model, MELPLoss(cfg.loss.clip, cfg.loss.caption, cfg.loss.beat), val_sets, total_steps
+        cfg,
+        model,
+        MELPLoss(cfg.loss.clip, cfg.loss.caption, cfg.loss.beat, soft_duplicates=cfg.loss.soft_duplicates),
+        val_sets,
+        total_steps,
     )
     callbacks: list[Callback] = [LearningRateMonitor(logging_interval="step")]
     ckpt = ModelCheckpoint(
