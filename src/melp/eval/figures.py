@@ -14,6 +14,15 @@ __all__ = ["roc_points", "roc_figure", "attention_figure", "probe_curve_figure"]
 LEAD_NAMES = ["I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
+def _save(fig, path, **savefig_kw) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder), close it and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, **savefig_kw)
+    _plt().close(fig)
+    return path
+
+
 def _plt():
     import matplotlib
 
@@ -73,11 +82,7 @@ def roc_figure(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def attention_figure(
@@ -177,11 +182,7 @@ def attention_figure(
         ax_s.text(0.5, 0.5, "report has no sentence", ha="center")
     if title:
         fig.suptitle("\n".join(textwrap.wrap(title, 140)), fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100, bbox_inches="tight")
 
 
 def probe_curve_figure(results: dict[str, dict[str, float]], path: str | Path, title: str = "") -> Path:
@@ -199,8 +200,4 @@ def probe_curve_figure(results: dict[str, dict[str, float]], path: str | Path, t
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
