@@ -99,6 +99,36 @@ def test_pretrain_masks_before_normalising(store):
     np.testing.assert_allclose(clean[:, :4], (np.stack([k + BASE for k in range(12)]) + 1) / 13, atol=1e-6)
 
 
+def test_pretrain_shift_drops_the_start_and_shrinks_the_valid_length(store):
+    # draws in order: lead mask (p=0 -> none), shift in 0..min(max_shift, length // 2) = 0..2
+    gen_seed = next(
+        s
+        for s in range(100)
+        if int(torch.randint(0, 3, (1,), generator=torch.Generator().manual_seed(s))) == 2
+    )
+    ds = PretrainDataset(
+        store, lead_mask_p=0.0, max_shift=5, generator=torch.Generator().manual_seed(gen_seed)
+    )
+    x = ds[0]["ecg"].numpy()  # e0: lead k = k + [0, 1, -1, 0.5]; shifted by 2 -> k + [-1, 0.5], 2 valid
+    tail = np.stack([k + BASE[2:] for k in range(12)])
+    expected = np.zeros((12, 5), dtype=np.float32)
+    expected[:, :2] = (tail - tail.min()) / (tail.max() - tail.min())
+    np.testing.assert_allclose(x, expected, atol=1e-6)
+
+
+def test_pretrain_noise_only_on_valid_samples_of_kept_leads(store):
+    gen = torch.Generator().manual_seed(0)
+    ds = PretrainDataset(store, lead_mask_p=0.5, noise_std=0.1, generator=gen)
+    clean = PretrainDataset(store, lead_mask_p=0.5, generator=torch.Generator().manual_seed(0))[0]["ecg"]
+    x = ds[0]["ecg"]
+    keep = lead_mask(0.5, torch.Generator().manual_seed(0))
+    diff = (x - clean).numpy()
+    assert np.all(diff[~keep.numpy()] == 0) and np.all(diff[:, 4] == 0)  # masked leads, padding
+    assert 0.03 < diff[keep.numpy(), :4].std() < 0.3
+    with pytest.raises(ValueError, match="must be >= 0"):
+        PretrainDataset(store, noise_std=-1.0)
+
+
 def test_lead_mask_statistics_and_never_all_masked():
     g = torch.Generator().manual_seed(0)
     masks = torch.stack([lead_mask(0.5, g) for _ in range(20000)]).float()  # (20000, 12)

@@ -79,11 +79,22 @@ class PretrainDataset(Dataset):
     """ECG-report pairs. ``rows``: manifest positions (None = every record with a non-empty report).
 
     item -> ``{"ecg": float32 (12, T), "report": str, "id": str, "patient": str}``
+
+    Training augmentation (``train=True``), all drawn from ``generator`` (or torch's global RNG):
+
+    * ``lead_mask_p``: each lead zeroed with this probability (never all 12), before normalising;
+    * ``max_shift``: the record starts a random 0..``max_shift`` samples later (the skipped start
+      is dropped, the end is zero-padded and the valid length shrinks accordingly, so the
+      normalisation ignores the padding). Rates and intervals are unchanged, unlike time
+      stretching, which would turn a normal rate into a brady- or tachycardia;
+    * ``noise_std``: Gaussian noise of this standard deviation added to the valid samples after
+      normalising (in units of the normalised signal).
     """
 
     def __init__(
         self, store: ECGStore, rows: np.ndarray | None = None, *, lead_mask_p: float = 0.5,
         normalize: str = "minmax", train: bool = True, generator: torch.Generator | None = None,
+        max_shift: int = 0, noise_std: float = 0.0,
     ) -> None:  # fmt: skip
         self.store = store
         reports = store.manifest["report"].fillna("").astype(str).to_numpy()
@@ -99,6 +110,9 @@ class PretrainDataset(Dataset):
             train,
             generator,
         )
+        if max_shift < 0 or noise_std < 0:
+            raise ValueError(f"max_shift ({max_shift}) and noise_std ({noise_std}) must be >= 0")
+        self.max_shift, self.noise_std = int(max_shift), float(noise_std)
         if train:
             lead_mask(lead_mask_p, torch.Generator())  # validate p early
 
@@ -109,10 +123,21 @@ class PretrainDataset(Dataset):
         i = int(self.rows[index])
         x, length = self.store.signal(i)
         keep = lead_mask(self.lead_mask_p, self.generator) if self.train and self.lead_mask_p > 0 else None
-        return {
-            "ecg": prepare_ecg(x, length, normalize=self.normalize, keep=keep),
-            "report": self.reports[i], "id": self.ids[i], "patient": self.patients[i],
-        }  # fmt: skip
+        if self.train and self.max_shift > 0:
+            # keep at least half of the valid samples
+            shift = int(
+                torch.randint(0, min(self.max_shift, length // 2) + 1, (1,), generator=self.generator)
+            )
+            if shift:
+                x = np.concatenate([x[:, shift:], np.zeros_like(x[:, :shift])], axis=1)
+                length -= shift
+        ecg = prepare_ecg(x, length, normalize=self.normalize, keep=keep)
+        if self.train and self.noise_std > 0:
+            noise = torch.randn(ecg.shape, generator=self.generator) * self.noise_std
+            ecg[:, :length] += noise[:, :length]
+            if keep is not None:
+                ecg[~keep] = 0.0  # masked leads stay silent
+        return {"ecg": ecg, "report": self.reports[i], "id": self.ids[i], "patient": self.patients[i]}
 
 
 class DownstreamDataset(Dataset):

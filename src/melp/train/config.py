@@ -35,6 +35,8 @@ class DataConfig:
     folds: list[int] | None = None  # manifest `fold` values to train on (e.g. [1..8])
     limit: int = 0  # keep only the first N selected rows (0 = all); for smoke tests
     lead_mask_p: float = 0.5  # random lead masking probability per lead
+    max_shift_s: float = 0.0  # random start offset up to this many seconds (0 = off; the paper: off)
+    noise_std: float = 0.0  # Gaussian noise on the normalised signal (0 = off; the paper: off)
     normalize: str = "minmax"
     batch_size: int = 64  # per device
     num_workers: int = 0

@@ -65,6 +65,36 @@ def build_model(cfg: PretrainConfig):
     return model
 
 
+class _DropLightningTips(logging.Filter):
+    """Drop Lightning's advertising lines ("💡 Tip: ... litlogger ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.getMessage())
+
+
+def _quiet_lightning(frozen: bool) -> None:
+    """One copy of each Lightning message, no tips, no warnings that are expected here.
+
+    Lightning installs its own console handler; when the root logger has one too (the ``melp`` CLI
+    configures it), every Lightning line would print twice, so Lightning's lines go through the
+    root handler only. Filtered warnings: Lightning's internal ``LeafSpec`` deprecation (torch >= 2.9)
+    and, with frozen parts (``model.freeze``), the notice that modules start in eval mode (they
+    are frozen on purpose)."""
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        if logging.getLogger().handlers:
+            lg.handlers.clear()
+            lg.propagate = True
+        for h in [lg, logging.getLogger(name + ".utilities.rank_zero")]:
+            if not any(isinstance(f, _DropLightningTips) for f in h.filters):
+                h.addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    if frozen:
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
 def _rows(store, split, folds, limit, where: str) -> np.ndarray:
     from melp.data.datasets import split_rows
 
@@ -167,6 +197,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     from melp.losses import MELPLoss
 
     t0 = time.time()
+    _quiet_lightning(frozen=bool(cfg.model.freeze))
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
@@ -186,7 +217,14 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         n_vocab = len(model.restrict_caption_vocab(list(reports[rows])))
         log.info("caption decoder restricted to the %d tokens of the training reports", n_vocab)
     train_ds = IndexedDataset(
-        PretrainDataset(store, rows, lead_mask_p=cfg.data.lead_mask_p, normalize=cfg.data.normalize),
+        PretrainDataset(
+            store,
+            rows,
+            lead_mask_p=cfg.data.lead_mask_p,
+            normalize=cfg.data.normalize,
+            max_shift=round(cfg.data.max_shift_s * store.rate),
+            noise_std=cfg.data.noise_std,
+        ),
         seed=cfg.seed,
     )
     val_sets = []
