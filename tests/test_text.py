@@ -133,3 +133,38 @@ def test_sentence_pooling_equals_loop_reference(tok):
     assert got_mask.tolist() == ref_mask.tolist()
     assert got_mask.sum(1).tolist() == [3, 0, 1, 2, 4, 3]
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+
+
+def test_load_bert_reports_missing_weights_not_the_mlm_head(tmp_path, caplog):
+    """A folder from `melp pretrain-text` holds an MLM head (cls.*): loading the tower says nothing.
+    A checkpoint lacking encoder weights is named in a warning (those weights start random)."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertForMaskedLM
+
+    from melp.text.encoder import load_bert
+
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=48)  # fmt: skip
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(cfg)
+    mlm.save_pretrained(tmp_path / "mlm")
+    with caplog.at_level(logging.INFO, logger="melp"):
+        bert = load_bert(str(tmp_path / "mlm"), 121, local_files_only=True)
+    assert not [r for r in caplog.records if r.name.startswith("melp")]
+    assert bert.get_input_embeddings().weight.shape == (121, 32)  # resized for [BOS]
+    torch.testing.assert_close(
+        bert.encoder.layer[1].output.dense.weight, mlm.bert.encoder.layer[1].output.dense.weight
+    )
+
+    state = load_file(tmp_path / "mlm" / "model.safetensors")
+    dropped = [k for k in state if ".layer.1.output.dense." in k]
+    save_file({k: v for k, v in state.items() if k not in dropped}, tmp_path / "mlm" / "model.safetensors",
+              metadata={"format": "pt"})  # fmt: skip
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="melp"):
+        load_bert(str(tmp_path / "mlm"), 120, local_files_only=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 text-tower weights not in the checkpoint" in warnings[0]
+    assert "encoder.layer.1.output.dense.weight" in warnings[0]
