@@ -192,9 +192,27 @@ def load_mlm(init: str, corpus: list[str] | None = None, train_tokenizer: int = 
         config.pad_token_id = tok.pad_token_id
         model = BertForMaskedLM(config)
         return model, tok
+    from transformers.utils import logging as hf_logging
+
     path = _resolve(init)
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True)
+    local = Path(path).is_dir()  # a hub id is fetched (or read from the HF cache) only when named
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    # transformers' load report would list the MLM head of a checkpoint shipped without one
+    # (MiniLM): we say it once, in plain words
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(path, local_files_only=local, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = info.get("missing_keys", [])
+    head = [k for k in missing if k.startswith("cls.")]
+    if head:
+        log.info("%s has no masked-LM head: %d head weights start from scratch (tied to the embeddings)",
+                 init, len(head))  # fmt: skip
+    if len(head) < len(missing):
+        log.warning("%s: %d encoder weights missing from the checkpoint (random init): %s",
+                    init, len(missing) - len(head), ", ".join(k for k in missing if not k.startswith("cls."))[:300])  # fmt: skip
     return model, tok
 
 
