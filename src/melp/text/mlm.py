@@ -202,7 +202,9 @@ def load_mlm(init: str, corpus: list[str] | None = None, train_tokenizer: int = 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(path, local_files_only=local, output_loading_info=True)
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            path, local_files_only=local, output_loading_info=True
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = info.get("missing_keys", [])
