@@ -246,6 +246,14 @@ def test_interrupt_and_resume_matches_uninterrupted(full_run, store, tmp_path):
     diff = max(float((ref[k].float() - got[k].float()).abs().max()) for k in ref)
     assert diff == 0.0, f"resumed weights differ from the uninterrupted run by {diff}"
     assert second["best_score"] == pytest.approx(summary["best_score"])
+    # the CSV log covers the whole run: the rows written before the interruption are kept
+    import pandas as pd
+
+    csv_dir = out / "logs" / "csv"
+    log = pd.read_csv(csv_dir / "metrics.csv")
+    steps = log.loc[log["train/total"].notna(), "step"].tolist()
+    assert steps == list(range(8)), steps
+    assert not list(csv_dir.glob("metrics.part-*.csv"))
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, monkeypatch):

@@ -110,7 +110,7 @@ def finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(rows)
+            total += float(loss.detach()) * len(rows)
             seen += len(rows)
         sched.step()
         auc = macro_auroc(y_val, _scores(clf, store, val_rows, cfg))

@@ -172,6 +172,44 @@ class _SaveLast(Callback):
         trainer.save_checkpoint(str(self.path))
 
 
+def _set_aside_csv_log(csv_dir: Path) -> Path | None:
+    """Before a resumed run: move ``metrics.csv`` to ``metrics.part-K.csv`` (Lightning's CSV logger
+    deletes an existing ``metrics.csv`` when it starts). Returns the new path, or None."""
+    current = csv_dir / "metrics.csv"
+    if not current.is_file():
+        return None
+    k = 0
+    while (csv_dir / f"metrics.part-{k}.csv").exists():
+        k += 1
+    target = csv_dir / f"metrics.part-{k}.csv"
+    current.replace(target)
+    return target
+
+
+def _merge_csv_logs(csv_dir: Path) -> None:
+    """After a resumed run: one ``metrics.csv`` again, from the set-aside parts (oldest first) and the
+    new file. Rows of a part at or after the step where the next part starts are dropped: those
+    steps were redone after the resume. The parts are removed only once the merged file is written."""
+    import pandas as pd
+
+    parts = sorted(csv_dir.glob("metrics.part-*.csv"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    current = csv_dir / "metrics.csv"
+    if not parts or not current.is_file():
+        return
+    frames = [pd.read_csv(p) for p in [*parts, current]]
+    kept = []
+    for frame, nxt in zip(frames, frames[1:] + [None]):
+        if nxt is not None and "step" in frame and "step" in nxt and nxt["step"].notna().any():
+            frame = frame[frame["step"] < nxt["step"].min()]
+        kept.append(frame)
+    merged = pd.concat(kept, ignore_index=True)
+    tmp = csv_dir / "metrics.csv.tmp"
+    merged.to_csv(tmp, index=False)
+    tmp.replace(current)
+    for p in parts:
+        p.unlink()
+
+
 def _resume_path(resume: str | None, ckpt_dir: Path) -> str | None:
     if resume is None:
         return None
@@ -301,9 +339,12 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         use_distributed_sampler=False,  # ResumableSampler shards itself
         **val_kw,
     )
+    resume_ckpt = _resume_path(resume, ckpt_dir)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        if resume_ckpt is not None:
+            _set_aside_csv_log(out / "logs" / "csv")
     log.info(
         "pretraining %s on %d records (%d val sets): %d steps (%d per epoch), warmup %d",
         model.config.get("name"), len(train_ds), len(val_sets), total_steps, steps_per_epoch,
@@ -312,7 +353,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     trainer.fit(
         module,
         datamodule=_Data(cfg, train_ds, val_sets),
-        ckpt_path=_resume_path(resume, ckpt_dir),
+        ckpt_path=resume_ckpt,
         weights_only=False,  # our own checkpoints: they hold the numpy/python RNG states
     )
 
@@ -325,6 +366,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
         "seconds": time.time() - t0,
     }
     if trainer.is_global_zero:
+        _merge_csv_logs(out / "logs" / "csv")
         final_state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
         state = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
