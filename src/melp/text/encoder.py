@@ -12,6 +12,7 @@ Dimensions: ``B`` batch, ``S`` token positions, ``H`` hidden width, ``nh`` heads
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -155,28 +156,38 @@ def build_bert(hf_config):
     return BertModel(hf_config, add_pooling_layer=False)
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' own logging and progress bars for the duration (both restored after).
+
+    Its load report lists every checkpoint key the model does not use (an MLM head, a pooler) and
+    draws a progress bar for a sub-second weight load; callers report what matters themselves."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_bert(name_or_path: str, vocab_size: int, *, local_files_only: bool = False):
     """Pretrained ``BertModel`` from a folder or hub id, with embeddings resized to ``vocab_size``."""
     from transformers import BertModel
-    from transformers.utils import logging as hf_logging
 
-    # transformers prints a load report for every unused key; a folder written by
-    # `melp pretrain-text` carries its masked-LM head (``cls.*``), which the text tower never
-    # uses. We report what matters ourselves: missing encoder weights (random init) and unused
-    # keys other than the MLM / NSP heads.
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # a bar for a 0.1 s weight load
-    try:
+    # a folder written by `melp pretrain-text` carries its masked-LM head (``cls.*``), which the
+    # text tower never uses; we report only missing encoder weights (random init) and unused keys
+    # other than the MLM / NSP heads
+    with quiet_transformers():
         bert, info = BertModel.from_pretrained(
             name_or_path, add_pooling_layer=False, local_files_only=local_files_only, output_loading_info=True
         )
         if bert.config.vocab_size != vocab_size:  # room for [BOS]; new rows from the old rows' statistics
             bert.resize_token_embeddings(vocab_size)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("cls.", "pooler."))]
     if missing:

@@ -192,21 +192,17 @@ def load_mlm(init: str, corpus: list[str] | None = None, train_tokenizer: int = 
         config.pad_token_id = tok.pad_token_id
         model = BertForMaskedLM(config)
         return model, tok
-    from transformers.utils import logging as hf_logging
+    from melp.text.encoder import quiet_transformers
 
     path = _resolve(init)
     local = Path(path).is_dir()  # a hub id is fetched (or read from the HF cache) only when named
     tok = AutoTokenizer.from_pretrained(path, local_files_only=local)
     # transformers' load report would list the MLM head of a checkpoint shipped without one
     # (MiniLM): we say it once, in plain words
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with quiet_transformers():
         model, info = AutoModelForMaskedLM.from_pretrained(
             path, local_files_only=local, output_loading_info=True
         )
-    finally:
-        hf_logging.set_verbosity(verbosity)
     missing = info.get("missing_keys", [])
     head = [k for k in missing if k.startswith("cls.")]
     if head:

@@ -82,14 +82,14 @@ def _quiet_lightning(frozen: bool) -> None:
     are frozen on purpose)."""
     import warnings
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        lg = logging.getLogger(name)
-        if logging.getLogger().handlers:
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            lg = logging.getLogger(name)
             lg.handlers.clear()
             lg.propagate = True
-        for h in [lg, logging.getLogger(name + ".utilities.rank_zero")]:
-            if not any(isinstance(f, _DropLightningTips) for f in h.filters):
-                h.addFilter(_DropLightningTips())
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
+    if not any(isinstance(f, _DropLightningTips) for f in tips.filters):
+        tips.addFilter(_DropLightningTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     if frozen:
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -172,18 +172,16 @@ class _SaveLast(Callback):
         trainer.save_checkpoint(str(self.path))
 
 
-def _set_aside_csv_log(csv_dir: Path) -> Path | None:
+def _set_aside_csv_log(csv_dir: Path) -> None:
     """Before a resumed run: move ``metrics.csv`` to ``metrics.part-K.csv`` (Lightning's CSV logger
-    deletes an existing ``metrics.csv`` when it starts). Returns the new path, or None."""
+    deletes an existing ``metrics.csv`` when it starts)."""
     current = csv_dir / "metrics.csv"
     if not current.is_file():
-        return None
+        return
     k = 0
     while (csv_dir / f"metrics.part-{k}.csv").exists():
         k += 1
-    target = csv_dir / f"metrics.part-{k}.csv"
-    current.replace(target)
-    return target
+    current.replace(csv_dir / f"metrics.part-{k}.csv")
 
 
 def _merge_csv_logs(csv_dir: Path) -> None:
