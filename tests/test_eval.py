@@ -256,3 +256,20 @@ def test_cli_zeroshot_retrieve_embed(tiny, capsys):
     assert main(["retrieve", *args, "--folds", "9", "--out", str(tmp / "cli")]) == 0
     assert main(["embed", *args, "--out", str(tmp / "cli" / "emb.parquet")]) == 0
     assert "wrote 72 embeddings" in capsys.readouterr().out
+
+
+def test_cli_finetune_random_init_is_a_separate_baseline(tiny, capsys):
+    import json
+
+    from melp.cli import main
+
+    model, store, tmp = tiny
+    model.save_pretrained(tmp / "model_ft")
+    args = ["finetune", "--model", str(tmp / "model_ft"), "--data", str(store.path), "--device", "cpu",
+            "--task", "super_class", "--epochs", "1", "--batch-size", "16", "--n-boot", "0",
+            "--val-fraction", "0.2", "--out", str(tmp / "ft_cli")]  # fmt: skip
+    assert main([*args, "--random-init"]) == 0
+    assert "finetune_random super_class 100%: test macro AUROC" in capsys.readouterr().out
+    res = json.loads((tmp / "ft_cli" / "finetune_random_super_class.json").read_text())
+    assert res["method"] == "finetune_random" and 0 <= res["macro_auroc"]["1"] <= 1
+    assert not (tmp / "ft_cli" / "finetune_super_class.json").exists()  # the pretrained run's name stays free

@@ -85,13 +85,26 @@ def _splits(args: argparse.Namespace, store: Any):
     return splits
 
 
-def _probe(args: argparse.Namespace) -> int:
+def _random_twin(model, seed: int):
+    """A randomly initialised model of ``model``'s architecture, on its device, in eval mode (the
+    ``--random-init`` baselines); the initialisation is drawn from ``seed`` (reproducible) without
+    touching the global RNG."""
+    import torch
+
     import melp
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        twin = melp.create_model(dict(model.config))
+    return twin.to(next(model.parameters()).device).eval()
+
+
+def _probe(args: argparse.Namespace) -> int:
     from melp.eval.probe import HeadConfig, run_probe
 
     model, store = _load(args)
     if args.random_init:
-        model = melp.create_model(dict(model.config)).to(next(model.parameters()).device).eval()
+        model = _random_twin(model, args.seed)
     cfg = HeadConfig(lr=args.lr, weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
                      seed=args.seed)  # fmt: skip
     res = run_probe(model, store, args.task, _splits(args, store), tuple(args.fractions or (0.01, 0.1, 1.0)),
@@ -107,13 +120,18 @@ def _finetune(args: argparse.Namespace) -> int:
     from melp.eval.finetune import FinetuneConfig, run_finetune
 
     model, store = _load(args)
+    if args.random_init:  # supervised training from scratch: the ceiling of the architecture
+        model = _random_twin(model, args.seed)
     cfg = FinetuneConfig(lr_head=args.lr, lr_encoder=args.lr_encoder, weight_decay=args.weight_decay,
                          epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                          seed=args.seed, normalize=args.normalize)  # fmt: skip
     res = run_finetune(model, store, args.task, _splits(args, store), tuple(args.fractions or (1.0,)),
-                       out=args.out, config=cfg, n_boot=args.n_boot)  # fmt: skip
+                       out=args.out, config=cfg, n_boot=args.n_boot,
+                       name="finetune_random" if args.random_init else "finetune")  # fmt: skip
     for frac, r in res["fractions"].items():
-        print(f"finetune {res['task']} {float(frac) * 100:g}%: test macro AUROC {r['macro_auroc']:.4f}")
+        print(
+            f"{res['method']} {res['task']} {float(frac) * 100:g}%: test macro AUROC {r['macro_auroc']:.4f}"
+        )
     return 0
 
 
@@ -213,6 +231,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--random-init", action="store_true",
+                   help="baseline: train the same architecture from random weights (fully supervised)")  # fmt: skip
     p.set_defaults(func=_finetune, batch_size=64)
 
     p = sub.add_parser("retrieve", help="ECG<->report retrieval: recall@1/5/10, median rank")
