@@ -29,9 +29,18 @@ def ecg_like(n_leads: int, n_samples: int, seed: int, gain: float = 200.0) -> np
 
 
 def write_wfdb(
-    folder: Path, name: str, data: np.ndarray, leads: list[str], rate: float, *, gain: float = 200.0,
-    fmt: str = "16", comments: list[str] | None = None, units: str = "mV", digital: np.ndarray | None = None,
-) -> np.ndarray:  # fmt: skip
+    folder: Path,
+    name: str,
+    data: np.ndarray,
+    leads: list[str],
+    rate: float,
+    *,
+    gain: float = 200.0,
+    fmt: str = "16",
+    comments: list[str] | None = None,
+    units: str = "mV",
+    digital: np.ndarray | None = None,
+) -> np.ndarray:
     """Write ``data (L, T)`` (in ``units``) as WFDB ``folder/name.{hea,dat}`` with the given gain;
     returns the exact stored values ``digital / gain``. ``digital`` overrides the rounding."""
     import wfdb
@@ -40,15 +49,31 @@ def write_wfdb(
     if digital is None:
         digital = np.round(np.asarray(data) * gain).astype(np.int64)
     wfdb.wrsamp(
-        name, fs=rate, units=[units] * len(leads), sig_name=list(leads), d_signal=digital.T.astype(np.int16),
-        fmt=[fmt] * len(leads), adc_gain=[gain] * len(leads), baseline=[0] * len(leads),
-        comments=comments or [], write_dir=str(folder),
-    )  # fmt: skip
+        name,
+        fs=rate,
+        units=[units] * len(leads),
+        sig_name=list(leads),
+        d_signal=digital.T.astype(np.int16),
+        fmt=[fmt] * len(leads),
+        adc_gain=[gain] * len(leads),
+        baseline=[0] * len(leads),
+        comments=comments or [],
+        write_dir=str(folder),
+    )
     return digital / gain
 
 
-def write_cinc_mat(folder: Path, name: str, data: np.ndarray, *, gain: float = 1000.0, header: bool = True,
-                   rate: int = 500, leads: list[str] = CINC_LEADS, dx: str | None = None) -> np.ndarray:  # fmt: skip
+def write_cinc_mat(
+    folder: Path,
+    name: str,
+    data: np.ndarray,
+    *,
+    gain: float = 1000.0,
+    header: bool = True,
+    rate: int = 500,
+    leads: list[str] = CINC_LEADS,
+    dx: str | None = None,
+) -> np.ndarray:
     """Write a Challenge-style ``name.mat`` (``val`` int16 (L, T)) and optionally ``name.hea``.
     Returns the exact physical values ``val / gain`` (mV)."""
     import scipy.io
@@ -73,8 +98,15 @@ def build_mimic(root: Path, studies: list[dict], n_samples: int = 5000) -> dict[
     for k, st in enumerate(studies):
         subj, study = str(st["subject_id"]), str(st["study_id"])
         rel = f"files/p{subj[:4]}/p{subj}/s{study}/{study}"
-        rec_rows.append({"subject_id": subj, "study_id": study, "file_name": study,
-                         "ecg_time": "2180-07-23 08:44:00", "path": rel})  # fmt: skip
+        rec_rows.append(
+            {
+                "subject_id": subj,
+                "study_id": study,
+                "file_name": study,
+                "ecg_time": "2180-07-23 08:44:00",
+                "path": rel,
+            }
+        )
         reports = list(st["reports"]) + [None] * (18 - len(st["reports"]))
         mm = {"subject_id": subj, "study_id": study, "cart_id": "6848296", "ecg_time": "2180-07-23 08:44:00"}
         mm.update({f"report_{i}": r for i, r in enumerate(reports)})
@@ -165,8 +197,13 @@ def build_bad_corpus(root: Path) -> dict[str, dict]:
     add("goodmat", "mat/goodmat.hea", "good CinC .mat + .hea", "keep", value=v[perm])
     upper = ["AVF", "I", "V6", "II", "AVL", "III", "AVR", "V1", "V2", "V3", "V4", "V5"]
     x = ecg_like(12, 2000, seed=211)
-    v = write_wfdb(root / "wfdb", "goodcase", x[[MIMIC_LEADS.index(n if n[0] != "A" else "a" + n[1:]) for n in upper]],
-                   upper, 500)  # fmt: skip
+    v = write_wfdb(
+        root / "wfdb",
+        "goodcase",
+        x[[MIMIC_LEADS.index(n if n[0] != "A" else "a" + n[1:]) for n in upper]],
+        upper,
+        500,
+    )
     add("goodcase", "wfdb/goodcase.hea", "upper-case, permuted lead names", "keep", value=x)
     x = ecg_like(12, 2000, seed=212)
     write_wfdb(root / "wfdb", "gooduv", x * 1000, MIMIC_LEADS, 500, gain=1.0, units="uV")
@@ -235,8 +272,14 @@ def build_bad_corpus(root: Path) -> dict[str, dict]:
     _npy(root, "noreport", ecg_like(12, 2000, seed=232), MIMIC_LEADS, 500)
     add("noreport", "noreport.npy", "empty report", "reject", "empty report", report=b"")
     _npy(root, "badbytes", ecg_like(12, 2000, seed=233), MIMIC_LEADS, 500)
-    add("badbytes", "badbytes.npy", "undecodable report bytes", "reject", "bad encoding",
-        report=b"sinus rhythm \xff\xfe normal")  # fmt: skip
+    add(
+        "badbytes",
+        "badbytes.npy",
+        "undecodable report bytes",
+        "reject",
+        "bad encoding",
+        report=b"sinus rhythm \xff\xfe normal",
+    )
     add("absent", "absent.npy", "missing file", "missing")
     write_wfdb(root / "wfdb", "nodat", ecg_like(12, 2000, seed=234), MIMIC_LEADS, 500)
     (root / "wfdb" / "nodat.dat").unlink()

@@ -99,9 +99,14 @@ def test_summary_counts_add_up(corpus):
 def test_code15_corrupt_hdf5_missing_part_and_zero_tracing(tmp_path):
     exams = [{"exam_id": 10 + i, "patient_id": i, "valid": 4000, "labels": {"AF": i % 2}} for i in range(3)]
     build_code15(tmp_path, exams)
-    build_code15(tmp_path, [{"exam_id": 90, "patient_id": 9, "valid": 4000, "labels": {}},
-                            {"exam_id": 91, "patient_id": 9, "valid": 4000, "labels": {}}],
-                 part="exams_part1.hdf5")  # fmt: skip
+    build_code15(
+        tmp_path,
+        [
+            {"exam_id": 90, "patient_id": 9, "valid": 4000, "labels": {}},
+            {"exam_id": 91, "patient_id": 9, "valid": 4000, "labels": {}},
+        ],
+        part="exams_part1.hdf5",
+    )
     (tmp_path / "exams_part1.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 50)  # corrupt HDF5
     table = pd.read_csv(tmp_path / "exams.csv")
     extra = table.iloc[[0, 0, 0]].copy()
@@ -153,8 +158,16 @@ def test_mimic_short_reports_and_missing_files_in_store(tmp_path):
 def test_flags_keep_flat_lead_and_zero_fill_missing_leads(corpus, tmp_path):
     exp, _, store = corpus
     root = store.path.parent / "raw"
-    counts = prepare("generic", root, tmp_path / "s2", rate=BAD_RATE, seconds=BAD_SECONDS, progress=False,
-                     allow_flat_leads=True, allow_missing_leads=True)  # fmt: skip
+    counts = prepare(
+        "generic",
+        root,
+        tmp_path / "s2",
+        rate=BAD_RATE,
+        seconds=BAD_SECONDS,
+        progress=False,
+        allow_flat_leads=True,
+        allow_missing_leads=True,
+    )
     s2 = ECGStore(tmp_path / "s2")
     m = s2.manifest.set_index("id")
     assert counts["kept"] == len(store) + 2 and {"flatlead", "lead8"} <= set(m.index)

@@ -43,9 +43,25 @@ def _build(root: Path) -> None:
 
 
 def _args(root: Path, out: Path) -> list[str]:
-    return ["prepare", "generic", "--root", str(root), "--out", str(out), "--rate", "250", "--seconds", "10",
-            "--no-progress", "-o", f"leads={','.join(MIMIC_LEADS)}", "-o", "sample_rate=100",
-            "-o", f"chunk_size={CHUNK}"]  # fmt: skip
+    return [
+        "prepare",
+        "generic",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--rate",
+        "250",
+        "--seconds",
+        "10",
+        "--no-progress",
+        "-o",
+        f"leads={','.join(MIMIC_LEADS)}",
+        "-o",
+        "sample_rate=100",
+        "-o",
+        f"chunk_size={CHUNK}",
+    ]
 
 
 @pytest.mark.slow
@@ -56,15 +72,25 @@ def test_sigkill_midway_then_resume_is_byte_identical(tmp_path):
 
     # the reference: one uninterrupted run (in-process; same settings as the CLI runs)
     ref = tmp_path / "ref"
-    counts = prepare("generic", root, ref, rate=250, seconds=10, chunk_size=CHUNK, progress=False,
-                     leads=",".join(MIMIC_LEADS), sample_rate=100)  # fmt: skip
+    counts = prepare(
+        "generic",
+        root,
+        ref,
+        rate=250,
+        seconds=10,
+        chunk_size=CHUNK,
+        progress=False,
+        leads=",".join(MIMIC_LEADS),
+        sample_rate=100,
+    )
     assert counts["kept"] == N_RECORDS - 4 and counts["rejected"] == 4
 
     # the interrupted run: SIGKILL as soon as a few chunks are finished
     out = tmp_path / "out"
     chunks = out / ".chunks"
-    proc = subprocess.Popen(_melp() + _args(root, out), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _melp() + _args(root, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:

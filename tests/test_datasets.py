@@ -32,10 +32,17 @@ class _DatasetFake(Reader):
     def index(self):
         labels = [["a"], ["b", "c"], [], ["a", "b"], ["b"], ["c"]]
         n = len(labels)
-        e = pd.DataFrame({"id": [f"e{i}" for i in range(n)], "path": [f"e{i}" for i in range(n)],
-                          "patient": [f"p{i}" for i in range(n)], "split": ["train"] * 4 + ["val"] * 2,
-                          "fold": [1, 2, 3, 4, 9, 9], "report": ["sinus rhythm", "", "x", "y", "z", "w"],
-                          "labels_t": labels})  # fmt: skip
+        e = pd.DataFrame(
+            {
+                "id": [f"e{i}" for i in range(n)],
+                "path": [f"e{i}" for i in range(n)],
+                "patient": [f"p{i}" for i in range(n)],
+                "split": ["train"] * 4 + ["val"] * 2,
+                "fold": [1, 2, 3, 4, 9, 9],
+                "report": ["sinus rhythm", "", "x", "y", "z", "w"],
+                "labels_t": labels,
+            }
+        )
         return Index(e)
 
     def load(self, entry):

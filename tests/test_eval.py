@@ -184,8 +184,16 @@ def test_probe_splits_and_random_baseline(tiny):
     assert set(store.manifest["fold"].iloc[splits.train]) <= set(range(1, 9))
     pat = store.manifest["patient"]
     assert not set(pat.iloc[splits.train]) & set(pat.iloc[splits.val])
-    res = run_probe(model, store, "super_class", splits, (0.5, 1.0), out=tmp / "probe", n_boot=0,
-                    config=HeadConfig(epochs=3))  # fmt: skip
+    res = run_probe(
+        model,
+        store,
+        "super_class",
+        splits,
+        (0.5, 1.0),
+        out=tmp / "probe",
+        n_boot=0,
+        config=HeadConfig(epochs=3),
+    )
     assert res["fractions"]["1"]["n_train"] == len(splits.train)
     assert res["fractions"]["0.5"]["n_train"] < len(splits.train)
     assert 0 <= res["macro_auroc"]["1"] <= 1
@@ -232,8 +240,16 @@ def test_finetune_trains_a_copy_and_reports_test_metrics(tiny):
     model, store, tmp = tiny
     before = {k: v.clone() for k, v in model.state_dict().items()}
     splits = choose_splits(store, val_fraction=0.2)
-    res = run_finetune(model, store, "super_class", splits, (1.0,), out=tmp / "ft", n_boot=0,
-                       config=FinetuneConfig(epochs=2, batch_size=16, patience=1))  # fmt: skip
+    res = run_finetune(
+        model,
+        store,
+        "super_class",
+        splits,
+        (1.0,),
+        out=tmp / "ft",
+        n_boot=0,
+        config=FinetuneConfig(epochs=2, batch_size=16, patience=1),
+    )
     r = res["fractions"]["1"]
     assert 1 <= r["best_epoch"] <= r["epochs_run"] <= 2 and 0 <= r["macro_auroc"] <= 1
     for k, v in model.state_dict().items():
@@ -248,8 +264,24 @@ def test_cli_zeroshot_retrieve_embed(tiny, capsys):
     model, store, tmp = tiny
     model.save_pretrained(tmp / "model")
     args = ["--model", str(tmp / "model"), "--data", str(store.path), "--device", "cpu"]
-    assert main(["zeroshot", *args, "--task", "super_class", "rhythm", "--folds", "9", "--n-boot", "20",
-                 "--out", str(tmp / "cli")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "zeroshot",
+                *args,
+                "--task",
+                "super_class",
+                "rhythm",
+                "--folds",
+                "9",
+                "--n-boot",
+                "20",
+                "--out",
+                str(tmp / "cli"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "zero-shot super_class: macro AUROC" in out and "zero-shot rhythm" in out
     assert "macro_auroc" in json.loads((tmp / "cli" / "zeroshot_super_class.json").read_text())
@@ -265,9 +297,27 @@ def test_cli_finetune_random_init_is_a_separate_baseline(tiny, capsys):
 
     model, store, tmp = tiny
     model.save_pretrained(tmp / "model_ft")
-    args = ["finetune", "--model", str(tmp / "model_ft"), "--data", str(store.path), "--device", "cpu",
-            "--task", "super_class", "--epochs", "1", "--batch-size", "16", "--n-boot", "0",
-            "--val-fraction", "0.2", "--out", str(tmp / "ft_cli")]  # fmt: skip
+    args = [
+        "finetune",
+        "--model",
+        str(tmp / "model_ft"),
+        "--data",
+        str(store.path),
+        "--device",
+        "cpu",
+        "--task",
+        "super_class",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--n-boot",
+        "0",
+        "--val-fraction",
+        "0.2",
+        "--out",
+        str(tmp / "ft_cli"),
+    ]
     assert main([*args, "--random-init"]) == 0
     assert "finetune_random super_class 100%: test macro AUROC" in capsys.readouterr().out
     res = json.loads((tmp / "ft_cli" / "finetune_random_super_class.json").read_text())

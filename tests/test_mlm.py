@@ -80,14 +80,20 @@ def test_mlm_from_scratch_lowers_perplexity_and_feeds_melp(tmp_path):
                 "intermediate_size": 64,
                 "max_position_embeddings": 64,
             }
-        )  # fmt: skip
+        )
     )
     out = tmp_path / "lm"
     torch.manual_seed(0)
     res = pretrain_text(
-        corpus, str(tmp_path / "bert.json"), out, train_tokenizer=300, steps=100, lr=3e-3, batch_size=32,
+        corpus,
+        str(tmp_path / "bert.json"),
+        out,
+        train_tokenizer=300,
+        steps=100,
+        lr=3e-3,
+        batch_size=32,
         max_length=48,
-    )  # fmt: skip
+    )
     assert res.n_train == 380 and res.n_heldout == 20
     assert res.perplexity_before > 100  # random init over a ~300-token vocabulary
     assert res.perplexity_after < res.perplexity_before / 2

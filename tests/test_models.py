@@ -234,8 +234,12 @@ def test_paper_config_values():
     }
     assert cfg["heads"]["n_beat_queries"] == 12 and cfg["embed_dim"] == 256
     assert cfg["decoder"] == {
-        "layers": 6, "heads": 8, "mlp_ratio": 4.0, "sparse_logits": False, "caption_vocab": None
-    }  # fmt: skip
+        "layers": 6,
+        "heads": 8,
+        "mlp_ratio": 4.0,
+        "sparse_logits": False,
+        "caption_vocab": None,
+    }
 
 
 def test_create_model_loads_named_text_checkpoint_weights():

@@ -95,10 +95,41 @@ def test_prompt_words_are_spelled_as_in_real_reports_or_scp_descriptions():
         ]
         corpus += " " + " ".join(r[2].lower() for r in rows if len(r) >= 3)
     vocab = _words(corpus)
-    extra = {"wenckebach", "mobitz", "upward", "upsloping", "tilted", "sloping", "pulmonale", "pre",
-             "excitation", "pattern", "strain", "afib", "svt", "lbbb", "rbbb", "ivcd", "ilbbb", "sagging",
-             "notched", "morphology", "leftward", "regular", "electrolyte", "above", "below", "duration",
-             "ectopic", "electrocardiogram", "electronic", "extrasystoles", "peaked", "rsr'", "shifted"}  # fmt: skip
+    extra = {
+        "wenckebach",
+        "mobitz",
+        "upward",
+        "upsloping",
+        "tilted",
+        "sloping",
+        "pulmonale",
+        "pre",
+        "excitation",
+        "pattern",
+        "strain",
+        "afib",
+        "svt",
+        "lbbb",
+        "rbbb",
+        "ivcd",
+        "ilbbb",
+        "sagging",
+        "notched",
+        "morphology",
+        "leftward",
+        "regular",
+        "electrolyte",
+        "above",
+        "below",
+        "duration",
+        "ectopic",
+        "electrocardiogram",
+        "electronic",
+        "extrasystoles",
+        "peaked",
+        "rsr'",
+        "shifted",
+    }
     unknown = {w for ps in PROMPTS.values() for p in ps for w in _words(p)} - vocab - extra
     assert not unknown, f"words not found in any reference text (typo?): {sorted(unknown)}"
 

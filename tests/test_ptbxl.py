@@ -27,7 +27,16 @@ def test_index_counts_folds_and_columns(index):
     e = index.entries
     assert len(e) == 1625 and len(index.missing) == 20212 and index.rejects == []
     assert e["fold"].value_counts().sort_index().to_dict() == {
-        1: 169, 2: 188, 3: 179, 4: 188, 5: 185, 6: 188, 7: 185, 8: 160, 9: 183}  # fmt: skip
+        1: 169,
+        2: 188,
+        3: 179,
+        4: 188,
+        5: 185,
+        6: 188,
+        7: 185,
+        8: 160,
+        9: 183,
+    }
     assert (e["split"] == "train").sum() == 1442 and (e["split"] == "val").sum() == 183
     row = e.set_index("id").loc["24"]
     assert row["path"] == "records100/00000/00024_lr.hea" and row["patient"] == "9012"
@@ -52,8 +61,12 @@ def test_label_functions_by_hand():
     assert codes == {"ASMI": 100.0, "NST_": 0.0, "1AVB": 50.0, "SR": 0.0, "LVOLT": 0.0}
     got = pl.derive_labels(codes, maps)
     # likelihood 0 counts (benchmark convention); names lose their underscores; task class order
-    assert got == {"super_class": ["MI", "CD", "STTC"], "sub_class": ["AMI", "AVB", "NST"],
-                   "form": ["NST", "LVOLT"], "rhythm": ["SR"]}  # fmt: skip
+    assert got == {
+        "super_class": ["MI", "CD", "STTC"],
+        "sub_class": ["AMI", "AVB", "NST"],
+        "form": ["NST", "LVOLT"],
+        "rhythm": ["SR"],
+    }
     assert pl.class_name("_AVB") == "AVB" and pl.parse_scp_codes("") == {}
     with pytest.raises(ValueError):
         pl.parse_scp_codes("[1, 2]")
@@ -79,8 +92,9 @@ def _agreement(entries: pd.DataFrame, task: str) -> tuple[int, int, list]:
     return same, total, diff
 
 
-@pytest.mark.parametrize(("task", "n_rows"), [("super_class", 1625), ("sub_class", 1625), ("form", 559),
-                                              ("rhythm", 1587)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("task", "n_rows"), [("super_class", 1625), ("sub_class", 1625), ("form", 559), ("rhythm", 1587)]
+)
 def test_labels_agree_with_published_files(index, task, n_rows):
     same, total, diff = _agreement(index.entries, task)
     assert total == n_rows

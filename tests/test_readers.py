@@ -55,15 +55,36 @@ def test_mimic_report_construction_by_hand():
 @pytest.fixture
 def mimic_root(tmp_path):
     studies = [
-        {"subject_id": 10000032, "study_id": 40689238, "reports": ["Sinus rhythm", "Possible left atrial enlargement", "Borderline EKG"]},
-        {"subject_id": 10000032, "study_id": 44458630, "reports": ["Sinus rhythm", "Normal ECG"]},  # 4 words: kept
+        {
+            "subject_id": 10000032,
+            "study_id": 40689238,
+            "reports": ["Sinus rhythm", "Possible left atrial enlargement", "Borderline EKG"],
+        },
+        {
+            "subject_id": 10000032,
+            "study_id": 44458630,
+            "reports": ["Sinus rhythm", "Normal ECG"],
+        },  # 4 words: kept
         {"subject_id": 10000117, "study_id": 45090959, "reports": ["Sinus rhythm"]},  # 2 words: rejected
-        {"subject_id": 10000117, "study_id": 48446569, "reports": ["*** Atrial fibrillation ***", "Abnormal ekg"]},
+        {
+            "subject_id": 10000117,
+            "study_id": 48446569,
+            "reports": ["*** Atrial fibrillation ***", "Abnormal ekg"],
+        },
         {"subject_id": 10000560, "study_id": 40000001, "reports": [None] * 18},  # empty: rejected
-        {"subject_id": 10000560, "study_id": 40000002, "reports": ["Sinus bradycardia", "Otherwise normal ECG"]},
-        {"subject_id": 10000764, "study_id": 40000003, "reports": ["Sinus rhythm", "Normal ECG"], "write": False},
+        {
+            "subject_id": 10000560,
+            "study_id": 40000002,
+            "reports": ["Sinus bradycardia", "Otherwise normal ECG"],
+        },
+        {
+            "subject_id": 10000764,
+            "study_id": 40000003,
+            "reports": ["Sinus rhythm", "Normal ECG"],
+            "write": False,
+        },
         {"subject_id": 10000898, "study_id": 40000004, "reports": ["Sinus rhythm", "Left axis deviation"]},
-    ]  # fmt: skip
+    ]
     signals = build_mimic(tmp_path, studies)
     return tmp_path, signals
 
@@ -74,8 +95,12 @@ def test_mimic_index_reports_rejects_missing(mimic_root):
     idx = reader.index()
     e = idx.entries.set_index("id")
     assert list(e.index) == [
-        "10000032_40689238", "10000032_44458630", "10000117_48446569", "10000560_40000002", "10000898_40000004",
-    ]  # fmt: skip
+        "10000032_40689238",
+        "10000032_44458630",
+        "10000117_48446569",
+        "10000560_40000002",
+        "10000898_40000004",
+    ]
     reports = {i: reader.normalize_report(t) for i, t in e["report"].items()}
     assert reports == {
         "10000032_40689238": "sinus rhythm. possible left atrial enlargement. borderline ecg.",
@@ -222,8 +247,12 @@ def test_chapman_split_labels_by_name_and_signals(tmp_path):
     _chapman_csv(
         tmp_path / "chapman_val.csv", [("/chapman/WFDBRecords/20/200/JS20009.mat", ["SR"])], CHAPMAN_CLASSES
     )
-    _chapman_csv(tmp_path / "chapman_test.csv", [("/chapman/WFDBRecords/20/200/JS20001.mat", ["AFIB"])], CHAPMAN_CLASSES,
-                 blank_first=True)  # fmt: skip
+    _chapman_csv(
+        tmp_path / "chapman_test.csv",
+        [("/chapman/WFDBRecords/20/200/JS20001.mat", ["AFIB"])],
+        CHAPMAN_CLASSES,
+        blank_first=True,
+    )
     reader = get_reader("chapman")(tmp_path)
     idx = reader.index()
     e = idx.entries.set_index("id")
@@ -335,9 +364,15 @@ def test_generic_binary_columns_and_required_report(tmp_path):
     for k in range(3):
         np.save(tmp_path / f"r{k}.npy", ecg_like(12, 500, seed=k).astype(np.float32))
     pd.DataFrame(
-        {"file": ["r0.npy", "r1.npy", "r2.npy"], "id": ["x0", "x1", "x0"], "AF": [1, 0, 0], "age": [50, 61, 70],
-         "NORM": [0, 1, 1], "patient": ["p1", "p1", "p2"]}
-    ).to_csv(tmp_path / "meta.csv", index=False)  # fmt: skip
+        {
+            "file": ["r0.npy", "r1.npy", "r2.npy"],
+            "id": ["x0", "x1", "x0"],
+            "AF": [1, 0, 0],
+            "age": [50, 61, 70],
+            "NORM": [0, 1, 1],
+            "patient": ["p1", "p1", "p2"],
+        }
+    ).to_csv(tmp_path / "meta.csv", index=False)
     reader = get_reader("generic")(tmp_path, leads="I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6", sample_rate=100)
     assert reader.tasks == {"labels": ["AF", "NORM"]}  # 'age' is not 0/1: metadata
     idx = reader.index()

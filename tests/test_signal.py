@@ -57,9 +57,17 @@ def test_reorder_missing_and_duplicate_leads():
         sig.reorder_leads(np.ones((2, 3)), ["avr", "AVR"])
 
 
-@pytest.mark.parametrize(("rate_in", "rate_out", "ratio"),
-                         [(500, 100, (1, 5)), (257, 100, (100, 257)), (400, 500, (5, 4)), (1000, 100, (1, 10)),
-                          (250, 100, (2, 5)), (100, 500, (5, 1))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out", "ratio"),
+    [
+        (500, 100, (1, 5)),
+        (257, 100, (100, 257)),
+        (400, 500, (5, 4)),
+        (1000, 100, (1, 10)),
+        (250, 100, (2, 5)),
+        (100, 500, (5, 1)),
+    ],
+)
 def test_resample_ratio(rate_in, rate_out, ratio):
     assert sig.resample_ratio(rate_in, rate_out) == ratio
 

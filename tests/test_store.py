@@ -64,8 +64,14 @@ class FakeReader(Reader):
         return Signal(data[: len(leads)], leads, 250.0)
 """
 exec(FAKE_SOURCE)  # registers the reader in this process (and in forked workers)
-EXPECTED_REJECTS = {"r003": "non-finite", "r005": "corrupt header", "r007": "float16 overflow",
-                    "r009": "wrong leads", "r011": "flat record", "x": "duplicate id"}  # fmt: skip
+EXPECTED_REJECTS = {
+    "r003": "non-finite",
+    "r005": "corrupt header",
+    "r007": "float16 overflow",
+    "r009": "wrong leads",
+    "r011": "flat record",
+    "x": "duplicate id",
+}
 
 
 def _prep(out, **kw):
@@ -77,15 +83,33 @@ def test_prepare_values_rejects_and_manifest(tmp_path):
     out = tmp_path / "s"
     counts = _prep(out, chunk_size=8)
     assert counts["kept"] == 35 and counts["rejected"] == 6 and counts["missing"] == 2
-    assert counts["rejected_by_reason"] == {"corrupt header": 1, "duplicate id": 1, "flat record": 1,
-                                            "float16 overflow": 1, "non-finite": 1, "wrong leads": 1}  # fmt: skip
+    assert counts["rejected_by_reason"] == {
+        "corrupt header": 1,
+        "duplicate id": 1,
+        "flat record": 1,
+        "float16 overflow": 1,
+        "non-finite": 1,
+        "wrong leads": 1,
+    }
     st = ECGStore(out)
     rej = st.rejects
     assert {r.id: r.reason.split(":")[0] for r in rej.itertuples()} == EXPECTED_REJECTS
     assert st.signals.shape == (40, 12, 200) and st.signals.dtype == np.float16
     m = st.manifest
-    assert list(m.columns[:12]) == ["row", "id", "path", "patient", "source", "split", "fold", "report",
-                                    "report_original", "orig_rate", "orig_length", "length"]  # fmt: skip
+    assert list(m.columns[:12]) == [
+        "row",
+        "id",
+        "path",
+        "patient",
+        "source",
+        "split",
+        "fold",
+        "report",
+        "report_original",
+        "orig_rate",
+        "orig_length",
+        "length",
+    ]
     assert m["row"].tolist() == [int(i[1:]) for i in m["id"]]  # row = slot of the entry
     assert m.loc[m.id == "r013", "length"].item() == 100 and m.loc[m.id == "r020", "length"].item() == 200
     assert m.loc[m.id == "r013", "orig_length"].item() == 250 and m.orig_rate.eq(250.0).all()
@@ -208,7 +232,11 @@ def test_store_file_layout_is_parquet_and_json(tmp_path):
     assert meta["leads"] == list(sig.CANONICAL_LEADS) and meta["source"] == "fake_test_store"
     assert np.load(out / "signals.npy", mmap_mode="r").shape == (40, 12, 200)
     assert sorted(p.name for p in Path(out).iterdir() if not p.name.startswith(".")) == [
-        "manifest.parquet", "meta.json", "rejects.parquet", "signals.npy"]  # fmt: skip
+        "manifest.parquet",
+        "meta.json",
+        "rejects.parquet",
+        "signals.npy",
+    ]
 
 
 def test_register_reader_requires_name():

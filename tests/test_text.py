@@ -145,8 +145,9 @@ def test_load_bert_reports_missing_weights_not_the_mlm_head(tmp_path, caplog):
 
     from melp.text.encoder import load_bert
 
-    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=48)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48
+    )
     torch.manual_seed(0)
     mlm = BertForMaskedLM(cfg)
     mlm.save_pretrained(tmp_path / "mlm")
@@ -160,8 +161,11 @@ def test_load_bert_reports_missing_weights_not_the_mlm_head(tmp_path, caplog):
 
     state = load_file(tmp_path / "mlm" / "model.safetensors")
     dropped = [k for k in state if ".layer.1.output.dense." in k]
-    save_file({k: v for k, v in state.items() if k not in dropped}, tmp_path / "mlm" / "model.safetensors",
-              metadata={"format": "pt"})  # fmt: skip
+    save_file(
+        {k: v for k, v in state.items() if k not in dropped},
+        tmp_path / "mlm" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="melp"):
         load_bert(str(tmp_path / "mlm"), 120, local_files_only=True)

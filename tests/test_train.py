@@ -49,9 +49,17 @@ def test_wrong_type_is_named():
 def test_overrides_parse_to_field_types(tmp_path):
     cfg = apply_overrides(
         PretrainConfig(),
-        ["optim.lr=1e-4", "data.folds=1,2,3", "data.split=null", "model.text=minilm", "out=123",
-         "optim.betas=[0.8,0.9]", "model.overrides.text.max_length=40", "val.batch_size=7"],
-    )  # fmt: skip
+        [
+            "optim.lr=1e-4",
+            "data.folds=1,2,3",
+            "data.split=null",
+            "model.text=minilm",
+            "out=123",
+            "optim.betas=[0.8,0.9]",
+            "model.overrides.text.max_length=40",
+            "val.batch_size=7",
+        ],
+    )
     assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.data.folds == [1, 2, 3] and cfg.data.split is None
     assert cfg.model.text == "minilm" and cfg.out == "123"  # str fields keep the raw text
@@ -183,11 +191,22 @@ def _cfg(store: Path, out: Path, *extra: str) -> PretrainConfig:
     cfg.model.overrides = {}  # the tiny test model as registered (melp-tiny's CPU tuning does not apply)
     return apply_overrides(
         cfg,
-        [f"data.store={store}", f"out={out}", "model.name=melp-test", "data.batch_size=8",
-         "data.lead_mask_p=0.25", "trainer.max_steps=8", "val.every_n_steps=4", "optim.lr=2e-3",
-         "optim.warmup_steps=2", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
-         "val.batch_size=16", *extra],
-    )  # fmt: skip
+        [
+            f"data.store={store}",
+            f"out={out}",
+            "model.name=melp-test",
+            "data.batch_size=8",
+            "data.lead_mask_p=0.25",
+            "trainer.max_steps=8",
+            "val.every_n_steps=4",
+            "optim.lr=2e-3",
+            "optim.warmup_steps=2",
+            "trainer.log_every_n_steps=1",
+            "trainer.progress_bar=false",
+            "val.batch_size=16",
+            *extra,
+        ],
+    )
 
 
 def _weights(module) -> dict[str, torch.Tensor]:

@@ -16,30 +16,52 @@ ROOT = Path(__file__).parents[1] / "data" / "ptbxl-mini"
     [
         ("sinusrhythmus lagetyp normal normales ekg", "sinus rhythm. normal axis. normal ecg."),
         # version stamp dropped, upper-case umlaut, statements separated by runs of spaces
-        ("sinusrhythmus linkstyp qrs(t) abnorm    inferiorer infarkt     alter unbest. 4.46"
-         "                          unbestÄtigter bericht",
-         "sinus rhythm. left axis deviation. qrs(t) abnormal. inferior infarction. age undetermined. "
-         "unconfirmed report."),
+        (
+            "sinusrhythmus linkstyp qrs(t) abnorm    inferiorer infarkt     alter unbest. 4.46"
+            "                          unbestÄtigter bericht",
+            "sinus rhythm. left axis deviation. qrs(t) abnormal. inferior infarction. age undetermined. "
+            "unconfirmed report.",
+        ),
         ("sinusrhythmus periphere niederspannung", "sinus rhythm. low limb lead voltage."),
-        ("sinusrhythmus lagetyp normal unvollstÄndiger rechtsschenkelblock sonst normales ekg",
-         "sinus rhythm. normal axis. incomplete right bundle branch block. otherwise normal ecg."),
+        (
+            "sinusrhythmus lagetyp normal unvollstÄndiger rechtsschenkelblock sonst normales ekg",
+            "sinus rhythm. normal axis. incomplete right bundle branch block. otherwise normal ecg.",
+        ),
         # ae spelling of ä, '#' for ü, digits and lead lists kept
-        ("sinusrhythmus ueberdrehter linkstyp st-senkung in v3-6 mÄssige amplitudenkriterien f#r linkshypertrophie",
-         "sinus rhythm. abnormal left axis deviation. st depression in v3-6 moderate voltage criteria for left "
-         "ventricular hypertrophy."),
-        ("sinusrhythmus lagetyp normal qrs(t) abnorm    inferiorer myokardschaden mÖglich",
-         "sinus rhythm. normal axis. qrs(t) abnormal. inferior myocardial damage possible."),
-        ("supraventrikulÄre extrasystole(n) sinusrhythmus verdacht auf p-sinistrocardiale lagetyp normal",
-         "supraventricular extrasystole(s). sinus rhythm. suspected left atrial enlargement. normal axis."),
-        ("sinusrytm vÄnster el-axel inget sÄkert patologiskt", "sinus rhythm. left axis deviation. no definite pathology."),
+        (
+            "sinusrhythmus ueberdrehter linkstyp st-senkung in v3-6 mÄssige amplitudenkriterien f#r linkshypertrophie",
+            "sinus rhythm. abnormal left axis deviation. st depression in v3-6 moderate voltage criteria for left "
+            "ventricular hypertrophy.",
+        ),
+        (
+            "sinusrhythmus lagetyp normal qrs(t) abnorm    inferiorer myokardschaden mÖglich",
+            "sinus rhythm. normal axis. qrs(t) abnormal. inferior myocardial damage possible.",
+        ),
+        (
+            "supraventrikulÄre extrasystole(n) sinusrhythmus verdacht auf p-sinistrocardiale lagetyp normal",
+            "supraventricular extrasystole(s). sinus rhythm. suspected left atrial enlargement. normal axis.",
+        ),
+        (
+            "sinusrytm vÄnster el-axel inget sÄkert patologiskt",
+            "sinus rhythm. left axis deviation. no definite pathology.",
+        ),
         # English: light clean-up only; the 'Edit:' annotation (SCP codes = labels) is removed
-        ("sinus rhythm. possible left atrial enlargement. Edit: LAO 50", "sinus rhythm. possible left atrial enlargement."),
-        ("Sinus rhythm, with sinus arrhythmia.. EKG within normal limits", "sinus rhythm, with sinus arrhythmia. ecg within normal limits."),
-        ("non-specific t wave flattening in i, avl, v4,5,6.", "non-specific t wave flattening in i, avl, v4,5,6."),
+        (
+            "sinus rhythm. possible left atrial enlargement. Edit: LAO 50",
+            "sinus rhythm. possible left atrial enlargement.",
+        ),
+        (
+            "Sinus rhythm, with sinus arrhythmia.. EKG within normal limits",
+            "sinus rhythm, with sinus arrhythmia. ecg within normal limits.",
+        ),
+        (
+            "non-specific t wave flattening in i, avl, v4,5,6.",
+            "non-specific t wave flattening in i, avl, v4,5,6.",
+        ),
         ("", ""),
         ("   ", ""),
     ],
-)  # fmt: skip
+)
 def test_normalize_report_examples(raw, expected):
     assert tr.normalize_report(raw) == expected
 
@@ -79,7 +101,9 @@ def test_coverage_on_whole_table():
     assert 13500 < langs["de"] < 14500 and 500 < langs["sv"] < 800 and langs["empty"] == 2
     de = tr.coverage(reports, ("de",))
     sv = tr.coverage(reports, ("sv",))
-    print(f"\nGerman: {de['fully_translated']}/{de['reports']} fully translated ({de['fraction']:.1%}); "
-          f"Swedish: {sv['fully_translated']}/{sv['reports']} ({sv['fraction']:.1%})")  # fmt: skip
+    print(
+        f"\nGerman: {de['fully_translated']}/{de['reports']} fully translated ({de['fraction']:.1%}); "
+        f"Swedish: {sv['fully_translated']}/{sv['reports']} ({sv['fraction']:.1%})"
+    )
     assert de["fraction"] >= 0.97  # measured 0.977 (13,670 / 13,996)
     assert sv["fraction"] >= 0.93  # measured 0.942

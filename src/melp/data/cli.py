@@ -53,16 +53,28 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seconds", type=float, default=10, help="target length in seconds (default 10)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0 = in-process)")
     p.add_argument("--overwrite", action="store_true", help="replace a store prepared with other settings")
-    p.add_argument("--allow-missing-leads", action="store_true",
-                   help="zero-fill absent leads instead of rejecting records with fewer than 12 leads")  # fmt: skip
-    p.add_argument("--allow-flat-leads", action="store_true",
-                   help="keep records with a constant (disconnected) lead; it acts like a masked lead. "
-                   "Default: reject them (a fully flat record is always rejected)")  # fmt: skip
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="records per resumable chunk (default 256)")  # fmt: skip
+    p.add_argument(
+        "--allow-missing-leads",
+        action="store_true",
+        help="zero-fill absent leads instead of rejecting records with fewer than 12 leads",
+    )
+    p.add_argument(
+        "--allow-flat-leads",
+        action="store_true",
+        help="keep records with a constant (disconnected) lead; it acts like a masked lead. "
+        "Default: reject them (a fully flat record is always rejected)",
+    )
+    p.add_argument("--chunk-size", type=int, default=None, help="records per resumable chunk (default 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--option", "-o", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
-                   help="source-specific option, e.g. -o records=500 for ptbxl (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        type=_parse_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="source-specific option, e.g. -o records=500 for ptbxl (repeatable)",
+    )
     p.set_defaults(func=_run_prepare)
 
 
@@ -78,11 +90,18 @@ def _run_prepare(args: argparse.Namespace) -> int:
         extra["chunk_size"] = args.chunk_size
     try:
         counts = prepare(
-            args.source, args.root, args.out, rate=args.rate, seconds=args.seconds, workers=args.workers,
-            overwrite=args.overwrite, allow_missing_leads=args.allow_missing_leads,
+            args.source,
+            args.root,
+            args.out,
+            rate=args.rate,
+            seconds=args.seconds,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            allow_missing_leads=args.allow_missing_leads,
             allow_flat_leads=args.allow_flat_leads or bool(extra.pop("allow_flat_leads", False)),
-            progress=not args.no_progress, **extra,
-        )  # fmt: skip
+            progress=not args.no_progress,
+            **extra,
+        )
     except (StoreError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 1

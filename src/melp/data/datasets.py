@@ -92,10 +92,17 @@ class PretrainDataset(Dataset):
     """
 
     def __init__(
-        self, store: ECGStore, rows: np.ndarray | None = None, *, lead_mask_p: float = 0.5,
-        normalize: str = "minmax", train: bool = True, generator: torch.Generator | None = None,
-        max_shift: int = 0, noise_std: float = 0.0,
-    ) -> None:  # fmt: skip
+        self,
+        store: ECGStore,
+        rows: np.ndarray | None = None,
+        *,
+        lead_mask_p: float = 0.5,
+        normalize: str = "minmax",
+        train: bool = True,
+        generator: torch.Generator | None = None,
+        max_shift: int = 0,
+        noise_std: float = 0.0,
+    ) -> None:
         self.store = store
         reports = store.manifest["report"].fillna("").astype(str).to_numpy()
         if rows is None:
@@ -152,9 +159,16 @@ class DownstreamDataset(Dataset):
     """
 
     def __init__(
-        self, store: ECGStore, task: str, rows: np.ndarray | None = None, *, normalize: str = "minmax",
-        fraction: float = 1.0, seed: int = 42, drop_unlabeled: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        store: ECGStore,
+        task: str,
+        rows: np.ndarray | None = None,
+        *,
+        normalize: str = "minmax",
+        fraction: float = 1.0,
+        seed: int = 42,
+        drop_unlabeled: bool = True,
+    ) -> None:
         if task not in store.tasks:
             raise KeyError(
                 f"{store.path}: no task {task!r}; the store has {', '.join(store.tasks) or 'no tasks'}"
@@ -167,8 +181,10 @@ class DownstreamDataset(Dataset):
         for r, names in enumerate(col):
             for name in names:
                 if name not in index:
-                    raise ValueError(f"{store.path}: record {store.manifest['id'].iat[r]} has label {name!r} "
-                                     f"which is not a class of task {task!r}")  # fmt: skip
+                    raise ValueError(
+                        f"{store.path}: record {store.manifest['id'].iat[r]} has label {name!r} "
+                        f"which is not a class of task {task!r}"
+                    )
                 labels[r, index[name]] = 1.0
         rows = np.arange(len(col)) if rows is None else np.asarray(rows, dtype=np.int64)
         if drop_unlabeled:
@@ -189,5 +205,6 @@ class DownstreamDataset(Dataset):
         x, length = self.store.signal(i)
         return {
             "ecg": prepare_ecg(x, length, normalize=self.normalize),
-            "labels": torch.from_numpy(self.labels[i].copy()), "id": self.ids[i],
-        }  # fmt: skip
+            "labels": torch.from_numpy(self.labels[i].copy()),
+            "id": self.ids[i],
+        }

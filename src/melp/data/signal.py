@@ -26,8 +26,19 @@ import numpy as np
 from scipy.signal import resample_poly
 
 CANONICAL_LEADS: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6",
-)  # fmt: skip
+    "I",
+    "II",
+    "III",
+    "aVR",
+    "aVF",
+    "aVL",
+    "V1",
+    "V2",
+    "V3",
+    "V4",
+    "V5",
+    "V6",
+)
 """Model lead order (MIMIC-IV-ECG), compatible with the paper's released weights."""
 
 FLOAT16_MAX = 65504.0

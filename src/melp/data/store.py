@@ -36,8 +36,20 @@ log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 CHUNK_SIZE = 256
-_MANIFEST_FIRST = ["row", "id", "path", "patient", "source", "split", "fold", "report",
-                   "report_original", "orig_rate", "orig_length", "length"]  # fmt: skip
+_MANIFEST_FIRST = [
+    "row",
+    "id",
+    "path",
+    "patient",
+    "source",
+    "split",
+    "fold",
+    "report",
+    "report_original",
+    "orig_rate",
+    "orig_length",
+    "length",
+]
 
 
 class StoreError(RuntimeError):
@@ -67,9 +79,15 @@ def _atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def process_record(
-    data: np.ndarray, leads: list[str], rate: float, target_rate: float, n_samples: int,
-    *, allow_missing_leads: bool = False, allow_flat_leads: bool = False,
-) -> tuple[np.ndarray, int] | str:  # fmt: skip
+    data: np.ndarray,
+    leads: list[str],
+    rate: float,
+    target_rate: float,
+    n_samples: int,
+    *,
+    allow_missing_leads: bool = False,
+    allow_flat_leads: bool = False,
+) -> tuple[np.ndarray, int] | str:
     """Turn one raw signal ``(L, T_raw)`` into the stored form ``(12, n_samples)`` float16.
 
     Steps: finite/flat checks, reorder leads by name, resample ``rate -> target_rate``,
@@ -83,8 +101,11 @@ def process_record(
         data, absent = sig.reorder_leads(data, leads, missing="zero" if allow_missing_leads else "error")
     except ValueError as err:
         return f"wrong leads: {err}"
-    reason = sig.check_signal(data, list(sig.CANONICAL_LEADS) if not absent else None,
-                              allow_flat_leads=allow_flat_leads or bool(absent))  # fmt: skip
+    reason = sig.check_signal(
+        data,
+        list(sig.CANONICAL_LEADS) if not absent else None,
+        allow_flat_leads=allow_flat_leads or bool(absent),
+    )
     if reason:
         return reason
     data = sig.resample(data, rate, target_rate)
@@ -107,9 +128,14 @@ def _init_worker(source: str, root: str, options: dict, signals_path: str, rate:
 
 
 def _run_chunk(
-    chunk_id: int, start: int, entries: list[dict], target_rate: float, n_samples: int,
-    chunk_dir: str, flags: dict,
-) -> dict:  # fmt: skip
+    chunk_id: int,
+    start: int,
+    entries: list[dict],
+    target_rate: float,
+    n_samples: int,
+    chunk_dir: str,
+    flags: dict,
+) -> dict:
     """Process entries ``start .. start+len(entries)`` into the memory map; write the result file."""
     reader: Reader = _WORKER["reader"]
     signals: np.ndarray = _WORKER["signals"]
@@ -127,8 +153,15 @@ def _run_chunk(
             rejects.append({"id": str(entry["id"]), "file": str(entry["path"]), "reason": out})
             continue
         block[k], length = out
-        kept.append({"row": start + k, "id": str(entry["id"]), "orig_rate": float(raw.rate),
-                     "orig_length": int(np.shape(raw.data)[-1]), "length": int(length)})  # fmt: skip
+        kept.append(
+            {
+                "row": start + k,
+                "id": str(entry["id"]),
+                "orig_rate": float(raw.rate),
+                "orig_length": int(np.shape(raw.data)[-1]),
+                "length": int(length),
+            }
+        )
     signals[start : start + len(entries)] = block  # (n_chunk, 12, T) slice of the memory map
     signals.flush()
     result = {"chunk": chunk_id, "start": start, "n": len(entries), "kept": kept, "rejects": rejects}
@@ -143,10 +176,16 @@ def _settings(source, root, rate, seconds, options, entries: pd.DataFrame, chunk
     ids = entries["id"].astype(str)
     digest = pd.util.hash_pandas_object(ids, index=False).sum()  # order-insensitive, cheap
     return {
-        "version": STORE_VERSION, "source": source, "root": str(Path(root).resolve()),
-        "rate": float(rate), "seconds": float(seconds), "options": {k: options[k] for k in sorted(options)},
-        "n_entries": len(entries), "ids_digest": int(digest) % (1 << 62), "chunk_size": chunk_size,
-    }  # fmt: skip
+        "version": STORE_VERSION,
+        "source": source,
+        "root": str(Path(root).resolve()),
+        "rate": float(rate),
+        "seconds": float(seconds),
+        "options": {k: options[k] for k in sorted(options)},
+        "n_entries": len(entries),
+        "ids_digest": int(digest) % (1 << 62),
+        "chunk_size": chunk_size,
+    }
 
 
 _STORE_FILES = ("signals.npy", "manifest.parquet", "rejects.parquet", "meta.json")
@@ -190,11 +229,20 @@ def _prepare_output(out: Path, settings: dict, overwrite: bool) -> str:
 
 
 def prepare(
-    source: str, root: str | Path, out: str | Path, rate: float = 100, seconds: float = 10,
-    workers: int = 0, *, chunk_size: int = CHUNK_SIZE, overwrite: bool = False,
-    allow_missing_leads: bool = False, allow_flat_leads: bool = False, progress: bool = True,
+    source: str,
+    root: str | Path,
+    out: str | Path,
+    rate: float = 100,
+    seconds: float = 10,
+    workers: int = 0,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    overwrite: bool = False,
+    allow_missing_leads: bool = False,
+    allow_flat_leads: bool = False,
+    progress: bool = True,
     **reader_options,
-) -> dict:  # fmt: skip
+) -> dict:
     """Prepare a store from raw data of ``source`` under ``root`` into folder ``out``.
 
     rate/seconds: target sampling rate (Hz) and length (s); ``n_samples = round(rate*seconds)``.
@@ -229,15 +277,38 @@ def prepare(
             stale.unlink()
         _atomic_write_json(chunk_dir / "settings.json", settings)
 
-    results = _run_all(source, root, reader_options, entries, rate, n_samples, chunk_size, chunk_dir,
-                       signals_path, workers, progress,
-                       {"allow_missing_leads": allow_missing_leads, "allow_flat_leads": allow_flat_leads})  # fmt: skip
+    results = _run_all(
+        source,
+        root,
+        reader_options,
+        entries,
+        rate,
+        n_samples,
+        chunk_size,
+        chunk_dir,
+        signals_path,
+        workers,
+        progress,
+        {"allow_missing_leads": allow_missing_leads, "allow_flat_leads": allow_flat_leads},
+    )
     counts = _finish(out, reader, source, entries, index, results, settings, n_samples)
     return counts
 
 
-def _run_all(source, root, reader_options, entries, rate, n_samples, chunk_size, chunk_dir, signals_path,
-             workers, progress, flags) -> list[dict]:  # fmt: skip
+def _run_all(
+    source,
+    root,
+    reader_options,
+    entries,
+    rate,
+    n_samples,
+    chunk_size,
+    chunk_dir,
+    signals_path,
+    workers,
+    progress,
+    flags,
+) -> list[dict]:
     records = entries.to_dict("records")
     chunks = [(c, s, records[s : s + chunk_size]) for c, s in enumerate(range(0, len(records), chunk_size))]
     results: dict[int, dict] = {}
@@ -278,8 +349,9 @@ def _progress(total: int, enabled: bool, initial: int = 0):
 
 
 def _finish(out: Path, reader: Reader, source, entries, index, results, settings, n_samples) -> dict:
-    kept = pd.DataFrame([k for r in results for k in r["kept"]],
-                        columns=["row", "id", "orig_rate", "orig_length", "length"])  # fmt: skip
+    kept = pd.DataFrame(
+        [k for r in results for k in r["kept"]], columns=["row", "id", "orig_rate", "orig_length", "length"]
+    )
     rejects = [*index.rejects, *(x for r in results for x in r["rejects"])]
     ent = entries.copy()
     ent["id"] = ent["id"].astype(str)
@@ -299,15 +371,27 @@ def _finish(out: Path, reader: Reader, source, entries, index, results, settings
 
     by_reason = Counter(r.split(":", 1)[0] for r in rej["reason"])
     counts = {
-        "kept": len(manifest), "rejected": len(rej), "missing": len(index.missing),
-        "rejected_by_reason": dict(sorted(by_reason.items())), "missing_examples": list(index.missing[:5]),
-        "splits": {str(k): int(v) for k, v in manifest["split"].fillna("none").value_counts().sort_index().items()},
-    }  # fmt: skip
+        "kept": len(manifest),
+        "rejected": len(rej),
+        "missing": len(index.missing),
+        "rejected_by_reason": dict(sorted(by_reason.items())),
+        "missing_examples": list(index.missing[:5]),
+        "splits": {
+            str(k): int(v) for k, v in manifest["split"].fillna("none").value_counts().sort_index().items()
+        },
+    }
     meta = {
-        "source": source, "rate": settings["rate"], "seconds": settings["seconds"], "n_samples": n_samples,
-        "leads": list(sig.CANONICAL_LEADS), "tasks": reader.tasks, "counts": counts, "settings": settings,
-        "n_slots": int(np.load(out / "signals.npy", mmap_mode="r").shape[0]), "version": STORE_VERSION,
-    }  # fmt: skip
+        "source": source,
+        "rate": settings["rate"],
+        "seconds": settings["seconds"],
+        "n_samples": n_samples,
+        "leads": list(sig.CANONICAL_LEADS),
+        "tasks": reader.tasks,
+        "counts": counts,
+        "settings": settings,
+        "n_slots": int(np.load(out / "signals.npy", mmap_mode="r").shape[0]),
+        "version": STORE_VERSION,
+    }
     _atomic_write_parquet(out / "manifest.parquet", manifest)
     _atomic_write_parquet(out / "rejects.parquet", rej)
     _atomic_write_json(out / "meta.json", meta)  # written last: its presence marks completion

@@ -200,5 +200,9 @@ def coverage(reports: Iterable[str], languages: tuple[str, ...] = ("de",)) -> di
         left = set(untranslated_words(normalize_report(text)))
         full += not left
         missing.update(left)
-    return {"reports": n, "fully_translated": full, "fraction": full / n if n else 1.0,
-            "top_untranslated": missing.most_common(20)}  # fmt: skip
+    return {
+        "reports": n,
+        "fully_translated": full,
+        "fraction": full / n if n else 1.0,
+        "top_untranslated": missing.most_common(20),
+    }

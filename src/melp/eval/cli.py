@@ -18,14 +18,22 @@ def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--out", required=out_required, help="output folder")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--normalize", default="minmax", choices=["minmax", "zscore"],
-                   help="per-record normalisation; must match pretraining (default minmax)")  # fmt: skip
+    p.add_argument(
+        "--normalize",
+        default="minmax",
+        choices=["minmax", "zscore"],
+        help="per-record normalisation; must match pretraining (default minmax)",
+    )
 
 
 def _portion(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--split", choices=["train", "val", "test"], default=None,
-                   help="evaluate this split (default: test if the store has one, else val)")  # fmt: skip
+    g.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        default=None,
+        help="evaluate this split (default: test if the store has one, else val)",
+    )
     g.add_argument("--folds", type=int, nargs="+", default=None, help="evaluate these folds (e.g. 9)")
 
 
@@ -37,8 +45,12 @@ def _fold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-folds", type=int, nargs="+", default=None)
     p.add_argument("--val-folds", type=int, nargs="+", default=None)
     p.add_argument("--test-folds", type=int, nargs="+", default=None)
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="without val folds: share of training patients held out for early stopping")  # fmt: skip
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="without val folds: share of training patients held out for early stopping",
+    )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=42)
 
@@ -65,12 +77,24 @@ def _zeroshot(args: argparse.Namespace) -> int:
     model, store = _load(args)
     rows = _rows(args, store)
     for task in args.task:
-        res = run_zeroshot(model, store, task, rows, out=args.out, prompts=args.prompts, n_boot=args.n_boot,
-                           seed=args.seed, batch_size=args.batch_size, normalize=args.normalize)  # fmt: skip
+        res = run_zeroshot(
+            model,
+            store,
+            task,
+            rows,
+            out=args.out,
+            prompts=args.prompts,
+            n_boot=args.n_boot,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            normalize=args.normalize,
+        )
         ci = res.get("ci", {}).get("auroc", {})
-        print(f"zero-shot {res['task']}: macro AUROC {res['macro_auroc']:.4f} "
-              f"[{ci.get('lo', float('nan')):.4f}, {ci.get('hi', float('nan')):.4f}]  "
-              f"max-F1 {res['macro_f1']:.4f}  n={res['n']}")  # fmt: skip
+        print(
+            f"zero-shot {res['task']}: macro AUROC {res['macro_auroc']:.4f} "
+            f"[{ci.get('lo', float('nan')):.4f}, {ci.get('hi', float('nan')):.4f}]  "
+            f"max-F1 {res['macro_f1']:.4f}  n={res['n']}"
+        )
     return 0
 
 
@@ -80,8 +104,10 @@ def _splits(args: argparse.Namespace, store: Any):
     splits = choose_splits(
         store, args.train_folds, args.val_folds, args.test_folds, args.val_fraction, args.seed
     )
-    print(f"splits: {splits.description} (train {len(splits.train)}, val {len(splits.val)}, "
-          f"test {len(splits.test)})")  # fmt: skip
+    print(
+        f"splits: {splits.description} (train {len(splits.train)}, val {len(splits.val)}, "
+        f"test {len(splits.test)})"
+    )
     return splits
 
 
@@ -105,14 +131,27 @@ def _probe(args: argparse.Namespace) -> int:
     model, store = _load(args)
     if args.random_init:
         model = _random_twin(model, args.seed)
-    cfg = HeadConfig(lr=args.lr, weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
-                     seed=args.seed)  # fmt: skip
-    res = run_probe(model, store, args.task, _splits(args, store), tuple(args.fractions or (0.01, 0.1, 1.0)),
-                    out=args.out, config=cfg, n_boot=args.n_boot, batch_size=args.batch_size,
-                    normalize=args.normalize, name="probe_random" if args.random_init else "probe")  # fmt: skip
+    cfg = HeadConfig(
+        lr=args.lr, weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience, seed=args.seed
+    )
+    res = run_probe(
+        model,
+        store,
+        args.task,
+        _splits(args, store),
+        tuple(args.fractions or (0.01, 0.1, 1.0)),
+        out=args.out,
+        config=cfg,
+        n_boot=args.n_boot,
+        batch_size=args.batch_size,
+        normalize=args.normalize,
+        name="probe_random" if args.random_init else "probe",
+    )
     for frac, r in res["fractions"].items():
-        print(f"probe {res['task']} {float(frac) * 100:g}% (n={r['n_train']}): test macro AUROC "
-              f"{r['macro_auroc']:.4f} (best epoch {r['best_epoch']})")  # fmt: skip
+        print(
+            f"probe {res['task']} {float(frac) * 100:g}% (n={r['n_train']}): test macro AUROC "
+            f"{r['macro_auroc']:.4f} (best epoch {r['best_epoch']})"
+        )
     return 0
 
 
@@ -122,12 +161,27 @@ def _finetune(args: argparse.Namespace) -> int:
     model, store = _load(args)
     if args.random_init:  # supervised training from scratch: the ceiling of the architecture
         model = _random_twin(model, args.seed)
-    cfg = FinetuneConfig(lr_head=args.lr, lr_encoder=args.lr_encoder, weight_decay=args.weight_decay,
-                         epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-                         seed=args.seed, normalize=args.normalize)  # fmt: skip
-    res = run_finetune(model, store, args.task, _splits(args, store), tuple(args.fractions or (1.0,)),
-                       out=args.out, config=cfg, n_boot=args.n_boot,
-                       name="finetune_random" if args.random_init else "finetune")  # fmt: skip
+    cfg = FinetuneConfig(
+        lr_head=args.lr,
+        lr_encoder=args.lr_encoder,
+        weight_decay=args.weight_decay,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        seed=args.seed,
+        normalize=args.normalize,
+    )
+    res = run_finetune(
+        model,
+        store,
+        args.task,
+        _splits(args, store),
+        tuple(args.fractions or (1.0,)),
+        out=args.out,
+        config=cfg,
+        n_boot=args.n_boot,
+        name="finetune_random" if args.random_init else "finetune",
+    )
     for frac, r in res["fractions"].items():
         print(
             f"{res['method']} {res['task']} {float(frac) * 100:g}%: test macro AUROC {r['macro_auroc']:.4f}"
@@ -139,8 +193,9 @@ def _retrieve(args: argparse.Namespace) -> int:
     from melp.eval.retrieval import run_retrieval
 
     model, store = _load(args)
-    res = run_retrieval(model, store, _rows(args, store), out=args.out, batch_size=args.batch_size,
-                        normalize=args.normalize)  # fmt: skip
+    res = run_retrieval(
+        model, store, _rows(args, store), out=args.out, batch_size=args.batch_size, normalize=args.normalize
+    )
     for key in ("ecg_to_report", "report_to_ecg"):
         r = res[key]
         print(
@@ -156,8 +211,16 @@ def _generate(args: argparse.Namespace) -> int:
     rows = _rows(args, store)
     if args.limit:
         rows = rows[: args.limit]
-    res = run_generation(model, store, rows, out=args.out, strategy=args.strategy, max_length=args.max_length,
-                         batch_size=min(args.batch_size, 32), normalize=args.normalize)  # fmt: skip
+    res = run_generation(
+        model,
+        store,
+        rows,
+        out=args.out,
+        strategy=args.strategy,
+        max_length=args.max_length,
+        batch_size=min(args.batch_size, 32),
+        normalize=args.normalize,
+    )
     print(
         f"generation ({args.strategy}): BLEU-4 {res['bleu4']:.2f}  ROUGE-L {res['rougeL']:.3f}  n={res['n']}"
     )
@@ -171,10 +234,13 @@ def _identify(args: argparse.Namespace) -> int:
 
     model, store = _load(args)
     rows = _rows(args, store) if (args.split or args.folds) else __import__("numpy").arange(len(store))
-    res = patient_identification(model, store, rows, out=args.out, batch_size=args.batch_size,
-                                 normalize=args.normalize)  # fmt: skip
-    print(f"patient identification: top-1 {res['R@1']:.3f} top-5 {res['R@5']:.3f} "
-          f"({res['n_probes']} probes, {res['n_gallery']} gallery)")  # fmt: skip
+    res = patient_identification(
+        model, store, rows, out=args.out, batch_size=args.batch_size, normalize=args.normalize
+    )
+    print(
+        f"patient identification: top-1 {res['R@1']:.3f} top-5 {res['R@5']:.3f} "
+        f"({res['n_probes']} probes, {res['n_gallery']} gallery)"
+    )
     return 0
 
 
@@ -185,8 +251,10 @@ def _embed(args: argparse.Namespace) -> int:
     rows = _rows(args, store) if (args.split or args.folds) else None
     emb = embed_store(model, store, rows, batch_size=args.batch_size, normalize=args.normalize)
     path = save_embeddings(emb, args.out)
-    print(f"wrote {len(emb['id'])} embeddings (rhythm {emb['rhythm'].shape[1:]}, beats {emb['beats'].shape[1:]}, "
-          f"probe {emb['probe'].shape[1:]}) to {path}")  # fmt: skip
+    print(
+        f"wrote {len(emb['id'])} embeddings (rhythm {emb['rhythm'].shape[1:]}, beats {emb['beats'].shape[1:]}, "
+        f"probe {emb['probe'].shape[1:]}) to {path}"
+    )
     return 0
 
 
@@ -231,8 +299,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--random-init", action="store_true",
-                   help="baseline: train the same architecture from random weights (fully supervised)")  # fmt: skip
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="baseline: train the same architecture from random weights (fully supervised)",
+    )
     p.set_defaults(func=_finetune, batch_size=64)
 
     p = sub.add_parser("retrieve", help="ECG<->report retrieval: recall@1/5/10, median rank")

@@ -211,8 +211,14 @@ class FeatureBank:
     ``z_e`` (``model.encode_ecg``) equals the L2-normalised rhythm embedding.
     """
 
-    def __init__(self, model: Any, store: Any, batch_size: int = 128, normalize: str = "minmax",
-                 keys: tuple[str, ...] = ("rhythm", "probe")) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        store: Any,
+        batch_size: int = 128,
+        normalize: str = "minmax",
+        keys: tuple[str, ...] = ("rhythm", "probe"),
+    ) -> None:
         self.model, self.store, self.batch_size, self.normalize, self.keys = (
             model,
             store,

@@ -64,10 +64,19 @@ class DemoConfig:
     def resolved(self) -> DemoConfig:
         if not self.fast:
             return self
-        return DemoConfig(**{**asdict(self), "per_fold": self.per_fold or 6, "mlm_steps": 2, "mlm_heldout": 8, "pretrain_epochs": 1,
-                             "model": "melp-test", "n_generate": 2, "n_boot": 50,
-                             "pretrain_overrides": ["trainer.max_steps=2", "data.batch_size=8",
-                                                    *self.pretrain_overrides]})  # fmt: skip
+        return DemoConfig(
+            **{
+                **asdict(self),
+                "per_fold": self.per_fold or 6,
+                "mlm_steps": 2,
+                "mlm_heldout": 8,
+                "pretrain_epochs": 1,
+                "model": "melp-test",
+                "n_generate": 2,
+                "n_boot": 50,
+                "pretrain_overrides": ["trainer.max_steps=2", "data.batch_size=8", *self.pretrain_overrides],
+            }
+        )
 
 
 class _Stage:
@@ -117,8 +126,11 @@ def _pretrain(cfg: DemoConfig, store: Path, text_dir: Path | None, out: Path, tr
     tcfg.model.name = cfg.model
     tcfg.model.text = str(text_dir) if text_dir is not None else None
     # checkpoint selection monitors zero-shot on the last TRAINING fold; the evaluation fold stays unseen
-    tcfg.val.sets = [ValSetConfig(store=str(store), task="super_class", folds=[train_folds[-1]],
-                                  name=f"super_fold{train_folds[-1]}")]  # fmt: skip
+    tcfg.val.sets = [
+        ValSetConfig(
+            store=str(store), task="super_class", folds=[train_folds[-1]], name=f"super_fold{train_folds[-1]}"
+        )
+    ]
     if cfg.pretrain_epochs:
         tcfg.trainer.max_epochs = cfg.pretrain_epochs
     if cfg.fast:
@@ -138,8 +150,10 @@ def _table(summary: dict[str, Any]) -> str:
             lines.append(f"{label + f' {float(frac) * 100:g}% super_class AUROC':<52} {auc:>8.3f}")
     r = summary["retrieval"]
     for key in ("ecg_to_report", "report_to_ecg"):
-        lines.append(f"{'retrieval ' + key.replace('_', ' ') + ' R@1 / R@10':<52} "
-                     f"{r[key]['R@1']:>8.3f} / {r[key]['R@10']:.3f}")  # fmt: skip
+        lines.append(
+            f"{'retrieval ' + key.replace('_', ' ') + ' R@1 / R@10':<52} "
+            f"{r[key]['R@1']:>8.3f} / {r[key]['R@10']:.3f}"
+        )
     if summary.get("patient_identification"):
         p = summary["patient_identification"]
         lines.append(f"{'patient identification top-1 / top-5':<52} {p['R@1']:>8.3f} / {p['R@5']:.3f}")
@@ -208,9 +222,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         model = melp.load_model(best).eval()
         print(f"    best model: {best}")
 
-    summary: dict[str, Any] = {"val_fold": cfg.val_fold, "root": str(root), "n_records": len(store),
-                               "train_folds": train_folds, "model": str(best), "config": asdict(cfg),
-                               "mlm_perplexity": [mlm.perplexity_before, mlm.perplexity_after]}  # fmt: skip
+    summary: dict[str, Any] = {
+        "val_fold": cfg.val_fold,
+        "root": str(root),
+        "n_records": len(store),
+        "train_folds": train_folds,
+        "model": str(best),
+        "config": asdict(cfg),
+        "mlm_perplexity": [mlm.perplexity_before, mlm.perplexity_after],
+    }
     eval_rows = store.select(folds=[cfg.val_fold])
     bank = FeatureBank(model, store)  # every record goes through the encoder once
     with _Stage(4, n, f"evaluate on fold {cfg.val_fold} ({len(eval_rows)} records)", times):
@@ -223,11 +243,29 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             print(f"    zero-shot {task}: {r['macro_auroc']:.3f}")
         splits = choose_splits(store, train_folds=train_folds, test_folds=[cfg.val_fold])
         print(f"    probe splits: {splits.description}")
-        probe = run_probe(model, store, "super_class", splits, cfg.fractions, out=out / "probe",
-                          n_boot=cfg.n_boot, figure=False, bank=bank)  # fmt: skip
+        probe = run_probe(
+            model,
+            store,
+            "super_class",
+            splits,
+            cfg.fractions,
+            out=out / "probe",
+            n_boot=cfg.n_boot,
+            figure=False,
+            bank=bank,
+        )
         random_model = melp.create_model(dict(model.config)).eval()
-        probe_random = run_probe(random_model, store, "super_class", splits, cfg.fractions, out=out / "probe",
-                                 n_boot=cfg.n_boot, name="probe_random", figure=False)  # fmt: skip
+        probe_random = run_probe(
+            random_model,
+            store,
+            "super_class",
+            splits,
+            cfg.fractions,
+            out=out / "probe",
+            n_boot=cfg.n_boot,
+            name="probe_random",
+            figure=False,
+        )
         summary["probe"] = {"macro_auroc": probe["macro_auroc"], "splits": splits.description}
         summary["probe_random"] = {"macro_auroc": probe_random["macro_auroc"]}
         summary["retrieval"] = run_retrieval(model, store, eval_rows, out=out, bank=bank)
@@ -248,8 +286,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         from melp.eval.common import ecg_batches
 
         figs = out / "figures"
-        probe_curve_figure({"MELP (pretrained)": probe["macro_auroc"], "random init": probe_random["macro_auroc"]},
-                           figs / "probe_fractions.png", title=f"linear probe, super_class, fold {cfg.val_fold}")  # fmt: skip
+        probe_curve_figure(
+            {"MELP (pretrained)": probe["macro_auroc"], "random init": probe_random["macro_auroc"]},
+            figs / "probe_fractions.png",
+            title=f"linear probe, super_class, fold {cfg.val_fold}",
+        )
         # the evaluation record with the most report sentences (at most 6) makes the clearest example
         n_sent = store.manifest["report"].iloc[eval_rows].astype(str).str.count(r"\. ").to_numpy()
         row = eval_rows[[int(np.argmax(np.where(n_sent <= 5, n_sent, -1)))]]
@@ -257,8 +298,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         with torch.no_grad():
             maps = model.attention_maps(batch["ecg"][0], batch["report"][0])
         raw, _ = store.signal(int(row[0]))
-        attention_figure(raw, maps, store.rate, figs / "attention.png",
-                         title=f"record {batch['id'][0]}: {batch['report'][0]}")  # fmt: skip
+        attention_figure(
+            raw,
+            maps,
+            store.rate,
+            figs / "attention.png",
+            title=f"record {batch['id'][0]}: {batch['report'][0]}",
+        )
         for task in PTBXL_TASKS:
             src = out / "zeroshot" / f"zeroshot_{task}_roc.png"
             if src.exists():

@@ -70,8 +70,9 @@ def save_embeddings(emb: dict[str, Any], path: str | Path) -> Path:
             flat = emb[k].reshape(n, -1).astype(np.float32)  # (N, prod(shape[1:]))
             cols[k] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
         shapes = {k: list(emb[k].shape[1:]) for k in KEYS}
-        table = pa.table(cols).replace_schema_metadata({"melp.shapes": json.dumps(shapes),
-                                                         "melp.beats_shape": json.dumps(shapes["beats"])})  # fmt: skip
+        table = pa.table(cols).replace_schema_metadata(
+            {"melp.shapes": json.dumps(shapes), "melp.beats_shape": json.dumps(shapes["beats"])}
+        )
         pq.write_table(table, path)
     else:
         raise ValueError(f"embedding file {path}: use a .parquet or .npy suffix")

@@ -117,8 +117,14 @@ def attention_figure(
 
     n_s = len(sentences)
     fig = plt.figure(figsize=(15, 10.5))
-    grid = fig.add_gridspec(3, 2, width_ratios=[3.2, 1.1], height_ratios=[3.2, 1, 0.25 + 0.22 * max(n_s, 1)],
-                            wspace=0.12, hspace=0.18)  # fmt: skip
+    grid = fig.add_gridspec(
+        3,
+        2,
+        width_ratios=[3.2, 1.1],
+        height_ratios=[3.2, 1, 0.25 + 0.22 * max(n_s, 1)],
+        wspace=0.12,
+        hspace=0.18,
+    )
     ax_ecg = fig.add_subplot(grid[0, 0])
     ax_q = fig.add_subplot(grid[1, 0], sharex=ax_ecg)
     ax_t = fig.add_subplot(grid[2, 0], sharex=ax_ecg)
@@ -128,8 +134,16 @@ def attention_figure(
     total = beat_time.sum(axis=0)
     total = (total - total.min()) / (total.max() - total.min() + 1e-12)  # white = least attended
     frame_edges = np.arange(n_frames + 1) / frame_rate
-    ax_ecg.pcolormesh(frame_edges, [-0.5, n_leads - 0.5], total[None, :], cmap="Oranges", alpha=0.55,
-                      shading="flat", vmin=0, vmax=1)  # fmt: skip
+    ax_ecg.pcolormesh(
+        frame_edges,
+        [-0.5, n_leads - 0.5],
+        total[None, :],
+        cmap="Oranges",
+        alpha=0.55,
+        shading="flat",
+        vmin=0,
+        vmax=1,
+    )
     for i in range(n_leads):
         x = ecg[i]
         span = np.percentile(np.abs(x - np.median(x)), 99.5) + 1e-9

@@ -134,10 +134,17 @@ def finetune(
 
 
 def run_finetune(
-    model: Any, store: Any, task: str, splits: Splits, fractions: tuple[float, ...] = (1.0,),
-    out: str | Path | None = None, config: FinetuneConfig | None = None, n_boot: int = 1000, figure: bool = True,
+    model: Any,
+    store: Any,
+    task: str,
+    splits: Splits,
+    fractions: tuple[float, ...] = (1.0,),
+    out: str | Path | None = None,
+    config: FinetuneConfig | None = None,
+    n_boot: int = 1000,
+    figure: bool = True,
     name: str = "finetune",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Fine-tune for each label fraction and evaluate the best epoch on test (same outputs as the probe).
 
     ``name`` prefixes the written files and is the ``method`` field (e.g. ``finetune_random`` for
@@ -155,17 +162,38 @@ def run_finetune(
         sel = splits.train[fraction_rows(y_train, frac, cfg.seed)]
         clf, info = finetune(model, store, task, sel, splits.val, cfg)
         scores = _scores(clf, store, splits.test, cfg)
-        extra = {"method": name, "task": task, "fraction": frac, "n_train": int(len(sel)),
-                 "splits": splits.description, "best_epoch": info["best_epoch"],
-                 "best_val_auroc": info["best_val_auroc"], "epochs_run": info["epochs_run"]}  # fmt: skip
+        extra = {
+            "method": name,
+            "task": task,
+            "fraction": frac,
+            "n_train": int(len(sel)),
+            "splits": splits.description,
+            "best_epoch": info["best_epoch"],
+            "best_val_auroc": info["best_val_auroc"],
+            "epochs_run": info["epochs_run"],
+        }
         if out is None:
             summary = {**extra, **summarise_classification(y_test, scores, classes, n_boot=n_boot)}
         else:
-            summary = write_classification(out, f"{name}_{task}_{frac * 100:g}pct", y_test, scores, classes,
-                                           ids=ids, extra=extra, n_boot=n_boot, figure=figure)  # fmt: skip
+            summary = write_classification(
+                out,
+                f"{name}_{task}_{frac * 100:g}pct",
+                y_test,
+                scores,
+                classes,
+                ids=ids,
+                extra=extra,
+                n_boot=n_boot,
+                figure=figure,
+            )
         results[f"{frac:g}"] = summary
-    combined = {"method": name, "task": task, "splits": splits.description,
-                "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()}, "fractions": results}  # fmt: skip
+    combined = {
+        "method": name,
+        "task": task,
+        "splits": splits.description,
+        "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()},
+        "fractions": results,
+    }
     if out is not None:
         write_json(Path(out) / f"{name}_{task}.json", combined)
     return combined

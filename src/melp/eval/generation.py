@@ -30,14 +30,23 @@ def text_scores(hypotheses: list[str], references: list[str]) -> dict[str, float
     bleu = sacrebleu.corpus_bleu(hypotheses, [references])
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     rouge = [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(hypotheses, references)]
-    return {"bleu4": float(bleu.score), "rougeL": float(np.mean(rouge)) if rouge else float("nan"),
-            "n": len(hypotheses)}  # fmt: skip
+    return {
+        "bleu4": float(bleu.score),
+        "rougeL": float(np.mean(rouge)) if rouge else float("nan"),
+        "n": len(hypotheses),
+    }
 
 
 def generate_reports(
-    model: Any, store: Any, rows: np.ndarray, strategy: str = "beam", max_length: int = 64, batch_size: int = 32,
-    normalize: str = "minmax", **kwargs: Any,
-) -> pd.DataFrame:  # fmt: skip
+    model: Any,
+    store: Any,
+    rows: np.ndarray,
+    strategy: str = "beam",
+    max_length: int = 64,
+    batch_size: int = 32,
+    normalize: str = "minmax",
+    **kwargs: Any,
+) -> pd.DataFrame:
     """Generate a report for each of ``rows``: DataFrame with columns id, report (true), generated."""
     check_compatible(model, store)
     device = next(model.parameters()).device
@@ -54,18 +63,33 @@ def generate_reports(
 
 
 def run_generation(
-    model: Any, store: Any, rows: np.ndarray, out: str | Path | None = None, strategy: str = "beam",
-    max_length: int = 64, batch_size: int = 32, normalize: str = "minmax", **kwargs: Any,
-) -> dict[str, Any]:  # fmt: skip
+    model: Any,
+    store: Any,
+    rows: np.ndarray,
+    out: str | Path | None = None,
+    strategy: str = "beam",
+    max_length: int = 64,
+    batch_size: int = 32,
+    normalize: str = "minmax",
+    **kwargs: Any,
+) -> dict[str, Any]:
     """Generate and score; writes ``OUT/generation.csv`` (id, report, generated) and ``generation.json``."""
     table = generate_reports(model, store, rows, strategy, max_length, batch_size, normalize, **kwargs)
-    res = {"strategy": strategy, "max_length": max_length,
-           **text_scores(table["generated"].tolist(), table["report"].tolist())}  # fmt: skip
+    res = {
+        "strategy": strategy,
+        "max_length": max_length,
+        **text_scores(table["generated"].tolist(), table["report"].tolist()),
+    }
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         table.to_csv(Path(out) / "generation.csv", index=False)
         write_json(Path(out) / "generation.json", res)
-    log.info("generation (%s): BLEU-4 %.2f, ROUGE-L %.3f on %d reports", strategy, res["bleu4"], res["rougeL"],
-             res["n"])  # fmt: skip
+    log.info(
+        "generation (%s): BLEU-4 %.2f, ROUGE-L %.3f on %d reports",
+        strategy,
+        res["bleu4"],
+        res["rougeL"],
+        res["n"],
+    )
     res["examples"] = table.head(5).to_dict(orient="records")
     return res

@@ -189,8 +189,11 @@ def bootstrap_metrics(
         macro = _nanmean(vals, 1)  # (n_boot,)
         macro = macro[np.isfinite(macro)]
         lo, hi = np.quantile(macro, q) if macro.size else (np.nan, np.nan)
-        out[f"macro_{name}"] = {"mean": float(np.mean(macro)) if macro.size else float("nan"),
-                                "lo": float(lo), "hi": float(hi)}  # fmt: skip
+        out[f"macro_{name}"] = {
+            "mean": float(np.mean(macro)) if macro.size else float("nan"),
+            "lo": float(lo),
+            "hi": float(hi),
+        }
         with np.errstate(invalid="ignore"):
             finite_any = np.isfinite(vals).any(axis=0)
             lo_k = np.full(k, np.nan)

@@ -199,22 +199,41 @@ def run_probe(
         )
         scores = predict_head(head, feats["test"])
         extra = {
-            "method": name, "task": task, "fraction": frac, "n_train": int(len(sel)),
-            "n_val": int(len(splits.val)), "n_test": int(len(splits.test)), "splits": splits.description,
-            "best_epoch": info["best_epoch"], "best_val_auroc": info["best_val_auroc"],
+            "method": name,
+            "task": task,
+            "fraction": frac,
+            "n_train": int(len(sel)),
+            "n_val": int(len(splits.val)),
+            "n_test": int(len(splits.test)),
+            "splits": splits.description,
+            "best_epoch": info["best_epoch"],
+            "best_val_auroc": info["best_val_auroc"],
             "epochs_run": info["epochs_run"],
-        }  # fmt: skip
+        }
         tag = f"{name}_{task}_{frac * 100:g}pct"
         if out is None:
             summary = {**extra, **summarise_classification(labels["test"], scores, classes, n_boot=n_boot)}
         else:
-            summary = write_classification(out, tag, labels["test"], scores, classes, ids=ids, extra=extra,
-                                           n_boot=n_boot, figure=figure)  # fmt: skip
-        log.info("%s %s %g%%: test macro AUROC %.4f (train %d, best epoch %d)", name, task, frac * 100,
-                 summary["macro_auroc"], len(sel), info["best_epoch"])  # fmt: skip
+            summary = write_classification(
+                out, tag, labels["test"], scores, classes, ids=ids, extra=extra, n_boot=n_boot, figure=figure
+            )
+        log.info(
+            "%s %s %g%%: test macro AUROC %.4f (train %d, best epoch %d)",
+            name,
+            task,
+            frac * 100,
+            summary["macro_auroc"],
+            len(sel),
+            info["best_epoch"],
+        )
         results[f"{frac:g}"] = summary
-    combined = {"method": name, "task": task, "splits": splits.description,
-                "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()}, "fractions": results}  # fmt: skip
+    combined = {
+        "method": name,
+        "task": task,
+        "splits": splits.description,
+        "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()},
+        "fractions": results,
+    }
     if out is not None:
         write_json(Path(out) / f"{name}_{task}.json", combined)
     return combined

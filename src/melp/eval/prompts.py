@@ -46,7 +46,7 @@ TASK_CLASSES: dict[str, list[str]] = {
         "PMI",
         "RVH",
         "IVCD",
-    ],  # fmt: skip
+    ],
     "ptbxl_form": [
         "PAC",
         "DIG",
@@ -67,7 +67,7 @@ TASK_CLASSES: dict[str, list[str]] = {
         "PVC",
         "INVT",
         "LVOLT",
-    ],  # fmt: skip
+    ],
     "ptbxl_rhythm": [
         "SVARR",
         "BIGU",
@@ -81,7 +81,7 @@ TASK_CLASSES: dict[str, list[str]] = {
         "PSVT",
         "AFLT",
         "PACE",
-    ],  # fmt: skip
+    ],
     "icbeb": ["AFIB", "VPC", "NORM", "1AVB", "CRBBB", "STE", "PAC", "CLBBB", "STD"],
     "chapman": [
         "AQW",
@@ -122,7 +122,7 @@ TASK_CLASSES: dict[str, list[str]] = {
         "LVH",
         "ST",
         "JEB",
-    ],  # fmt: skip
+    ],
     "code15": ["1AVB", "RBBB", "LBBB", "SB", "AFIB", "ST"],
 }
 

@@ -79,9 +79,14 @@ def encode_pairs(
 
 
 def run_retrieval(
-    model: Any, store: Any, rows: np.ndarray, out: str | Path | None = None, batch_size: int = 128,
-    normalize: str = "minmax", bank: FeatureBank | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    model: Any,
+    store: Any,
+    rows: np.ndarray,
+    out: str | Path | None = None,
+    batch_size: int = 128,
+    normalize: str = "minmax",
+    bank: FeatureBank | None = None,
+) -> dict[str, Any]:
     """ECG->report and report->ECG retrieval on ``rows`` (identical reports merged).
 
     Returns ``{"ecg_to_report": {...}, "report_to_ecg": {...}}`` (R@1/5/10, median/mean rank);
@@ -100,16 +105,27 @@ def run_retrieval(
     }
     if out is not None:
         write_json(Path(out) / "retrieval.json", res)
-    log.info("retrieval: ECG->report R@1 %.3f R@10 %.3f; report->ECG R@1 %.3f R@10 %.3f (%d unique reports)",
-             res["ecg_to_report"]["R@1"], res["ecg_to_report"]["R@10"], res["report_to_ecg"]["R@1"],
-             res["report_to_ecg"]["R@10"], len(unique))  # fmt: skip
+    log.info(
+        "retrieval: ECG->report R@1 %.3f R@10 %.3f; report->ECG R@1 %.3f R@10 %.3f (%d unique reports)",
+        res["ecg_to_report"]["R@1"],
+        res["ecg_to_report"]["R@10"],
+        res["report_to_ecg"]["R@1"],
+        res["report_to_ecg"]["R@10"],
+        len(unique),
+    )
     return res
 
 
 def patient_identification(
-    model: Any, store: Any, rows: np.ndarray, out: str | Path | None = None, batch_size: int = 128,
-    normalize: str = "minmax", seed: int = 0, bank: FeatureBank | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    model: Any,
+    store: Any,
+    rows: np.ndarray,
+    out: str | Path | None = None,
+    batch_size: int = 128,
+    normalize: str = "minmax",
+    seed: int = 0,
+    bank: FeatureBank | None = None,
+) -> dict[str, Any]:
     """Find a record's patient among other patients' records with rhythm embeddings.
 
     For every patient with >= 2 records in ``rows``, one record (seeded choice) goes to the
@@ -138,10 +154,21 @@ def patient_identification(
     sim = feats[probes] @ feats[gallery].T  # (P, G)
     truth = inverse[probes][:, None] == inverse[gallery][None, :]
     res = retrieval_metrics(sim, truth, ks=(1, 5, 10))
-    res.update({"n_patients_with_probes": int((counts >= 2).sum()), "n_gallery": int(len(gallery)),
-                "n_probes": int(len(probes)), "embedding": "rhythm"})  # fmt: skip
+    res.update(
+        {
+            "n_patients_with_probes": int((counts >= 2).sum()),
+            "n_gallery": int(len(gallery)),
+            "n_probes": int(len(probes)),
+            "embedding": "rhythm",
+        }
+    )
     if out is not None:
         write_json(Path(out) / "patient_identification.json", res)
-    log.info("patient identification: top-1 %.3f, top-5 %.3f (%d probes, %d gallery)", res["R@1"], res["R@5"],
-             len(probes), len(gallery))  # fmt: skip
+    log.info(
+        "patient identification: top-1 %.3f, top-5 %.3f (%d probes, %d gallery)",
+        res["R@1"],
+        res["R@5"],
+        len(probes),
+        len(gallery),
+    )
     return res

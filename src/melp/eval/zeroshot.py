@@ -126,5 +126,15 @@ def run_zeroshot(
     extra = {"method": "zero-shot", "task": task, "store": str(store.path), "n_records": len(ids)}
     if out is None:
         return {**extra, **summarise_classification(y, scores, classes, n_boot=n_boot, seed=seed)}
-    return write_classification(out, name or f"zeroshot_{task}", y, scores, classes, ids=ids, extra=extra,
-                                n_boot=n_boot, seed=seed, figure=figure)  # fmt: skip
+    return write_classification(
+        out,
+        name or f"zeroshot_{task}",
+        y,
+        scores,
+        classes,
+        ids=ids,
+        extra=extra,
+        n_boot=n_boot,
+        seed=seed,
+        figure=figure,
+    )

@@ -191,9 +191,17 @@ def load_bert(name_or_path: str, vocab_size: int, *, local_files_only: bool = Fa
     missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("cls.", "pooler."))]
     if missing:
-        log.warning("%s: %d text-tower weights not in the checkpoint (randomly initialised): %s",
-                    name_or_path, len(missing), ", ".join(missing[:8]))  # fmt: skip
+        log.warning(
+            "%s: %d text-tower weights not in the checkpoint (randomly initialised): %s",
+            name_or_path,
+            len(missing),
+            ", ".join(missing[:8]),
+        )
     if unexpected:
-        log.info("%s: %d checkpoint weights unused by the text tower: %s",
-                 name_or_path, len(unexpected), ", ".join(unexpected[:8]))  # fmt: skip
+        log.info(
+            "%s: %d checkpoint weights unused by the text tower: %s",
+            name_or_path,
+            len(unexpected),
+            ", ".join(unexpected[:8]),
+        )
     return bert

@@ -136,9 +136,13 @@ def train_wordpiece(texts: list[str], vocab_size: int, out_dir: str | Path):
     )
     wp.save_model(str(out))  # vocab.txt, for reference
     return BertTokenizerFast(
-        tokenizer_object=wp._tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
-    )  # fmt: skip
+        tokenizer_object=wp._tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def _resolve(name_or_path: str) -> str:
@@ -206,11 +210,18 @@ def load_mlm(init: str, corpus: list[str] | None = None, train_tokenizer: int = 
     missing = info.get("missing_keys", [])
     head = [k for k in missing if k.startswith("cls.")]
     if head:
-        log.info("%s has no masked-LM head: %d head weights start from scratch (tied to the embeddings)",
-                 init, len(head))  # fmt: skip
+        log.info(
+            "%s has no masked-LM head: %d head weights start from scratch (tied to the embeddings)",
+            init,
+            len(head),
+        )
     if len(head) < len(missing):
-        log.warning("%s: %d encoder weights missing from the checkpoint (random init): %s",
-                    init, len(missing) - len(head), ", ".join(k for k in missing if not k.startswith("cls."))[:300])  # fmt: skip
+        log.warning(
+            "%s: %d encoder weights missing from the checkpoint (random init): %s",
+            init,
+            len(missing) - len(head),
+            ", ".join(k for k in missing if not k.startswith("cls."))[:300],
+        )
     return model, tok
 
 

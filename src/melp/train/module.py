@@ -195,6 +195,10 @@ class MELPLightning(L.LightningModule):
             self.log("val/mean_auroc", mean, prog_bar=True, sync_dist=False)
             if mean > self.best_score:
                 self.best_score = mean
-            log.info("step %d: val/mean_auroc %.4f (%s)", self.global_step, mean,
-                     ", ".join(f"{vs.name} {v:.4f}" for vs, v in zip(self.val_sets, values)))  # fmt: skip
+            log.info(
+                "step %d: val/mean_auroc %.4f (%s)",
+                self.global_step,
+                mean,
+                ", ".join(f"{vs.name} {v:.4f}" for vs, v in zip(self.val_sets, values)),
+            )
         self._val_outputs = {}

@@ -127,9 +127,14 @@ class _Data(L.LightningDataModule):
     def train_dataloader(self):
         t, d = self.trainer, self.cfg.data
         sampler = ResumableSampler(
-            len(self.train_ds), seed=self.cfg.seed, shuffle=True, rank=t.global_rank,
-            world_size=t.world_size, drop_last=d.drop_last, encode_epoch=True,
-        )  # fmt: skip
+            len(self.train_ds),
+            seed=self.cfg.seed,
+            shuffle=True,
+            rank=t.global_rank,
+            world_size=t.world_size,
+            drop_last=d.drop_last,
+            encode_epoch=True,
+        )
         per_epoch = len(sampler) // d.batch_size if d.drop_last else math.ceil(len(sampler) / d.batch_size)
         epoch, batches = divmod(t.lightning_module.batches_seen, per_epoch)  # 0 unless resuming
         sampler.start(epoch, batches * d.batch_size)
@@ -150,7 +155,7 @@ class _Data(L.LightningDataModule):
                     self.cfg.data.num_workers,
                     self.cfg.data.pin_memory,
                     drop_last=False,
-                )  # fmt: skip
+                )
             )
         return loaders
 
@@ -345,9 +350,13 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
             _set_aside_csv_log(out / "logs" / "csv")
     log.info(
         "pretraining %s on %d records (%d val sets): %d steps (%d per epoch), warmup %d",
-        model.config.get("name"), len(train_ds), len(val_sets), total_steps, steps_per_epoch,
+        model.config.get("name"),
+        len(train_ds),
+        len(val_sets),
+        total_steps,
+        steps_per_epoch,
         module.warmup_steps,
-    )  # fmt: skip
+    )
     trainer.fit(
         module,
         datamodule=_Data(cfg, train_ds, val_sets),

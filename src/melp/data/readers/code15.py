@@ -103,9 +103,18 @@ class Code15Reader(Reader):
                 rejects.append({"id": exam, "file": file, "reason": reason})
                 continue
             row = lookup[int(exam)]
-            rows.append(self._entry(exam, file, row, str(r.get("patient_id", "")).strip() or None, None,
-                                    self._labels(r, csv), age=str(r.get("age", "")),
-                                    is_male=str(r.get("is_male", ""))))  # fmt: skip
+            rows.append(
+                self._entry(
+                    exam,
+                    file,
+                    row,
+                    str(r.get("patient_id", "")).strip() or None,
+                    None,
+                    self._labels(r, csv),
+                    age=str(r.get("age", "")),
+                    is_male=str(r.get("is_male", "")),
+                )
+            )
         return self._finish(rows, missing, rejects)
 
     def _index_test(self) -> Index:
@@ -140,8 +149,18 @@ class Code15Reader(Reader):
 
     @staticmethod
     def _entry(rid, file, row, patient, split, labels, **extra) -> dict:
-        return {"id": rid, "path": f"{file}#{row}", "patient": patient, "split": split, "fold": None,
-                "report": "", "labels_code": labels, "h5_file": file, "h5_row": int(row), **extra}  # fmt: skip
+        return {
+            "id": rid,
+            "path": f"{file}#{row}",
+            "patient": patient,
+            "split": split,
+            "fold": None,
+            "report": "",
+            "labels_code": labels,
+            "h5_file": file,
+            "h5_row": int(row),
+            **extra,
+        }
 
     @staticmethod
     def _finish(rows, missing, rejects) -> Index:

@@ -92,8 +92,9 @@ class CpscReader(Reader):
         return {"icbeb": list(ICBEB_CLASSES)}
 
     def index(self) -> Index:
-        table = read_split_tables(find_split_dir(self.root, self.options.get("splits"), "icbeb"), "icbeb",
-                                  ICBEB_CLASSES)  # fmt: skip
+        table = read_split_tables(
+            find_split_dir(self.root, self.options.get("splits"), "icbeb"), "icbeb", ICBEB_CLASSES
+        )
         on_disk = {p.stem: p for p in sorted(self.root.rglob("*.mat"))}
         rows, missing, rejects = [], [], []
         listed = set()
@@ -118,8 +119,13 @@ class CpscReader(Reader):
             )
         for stem, p in on_disk.items():
             if stem not in listed:
-                rejects.append({"id": stem, "file": str(p.relative_to(self.root)),
-                                "reason": "no label: record not listed in icbeb_*.csv"})  # fmt: skip
+                rejects.append(
+                    {
+                        "id": stem,
+                        "file": str(p.relative_to(self.root)),
+                        "reason": "no label: record not listed in icbeb_*.csv",
+                    }
+                )
         cols = ["id", "path", "patient", "split", "fold", "report", "labels_icbeb", "age", "sex"]
         entries = drop_duplicate_ids(pd.DataFrame(rows, columns=cols), rejects)
         return Index(entries=entries, missing=missing, rejects=rejects)

@@ -289,8 +289,14 @@ class GenericReader(Reader):
             require_report = require_report.strip().lower() in ("1", "true", "yes")
         rows, missing, rejects = [], [], []
         # other columns (age, sex, ...) are kept as metadata, except names the store uses itself
-        extras = [c for c in t.columns if c not in KNOWN_COLUMNS and c not in self._classes
-                  and c not in RESERVED_COLUMNS and not c.startswith("labels_")]  # fmt: skip
+        extras = [
+            c
+            for c in t.columns
+            if c not in KNOWN_COLUMNS
+            and c not in self._classes
+            and c not in RESERVED_COLUMNS
+            and not c.startswith("labels_")
+        ]
         for r in t.to_dict("records"):
             file = str(r["file"]).strip()
             if not file:

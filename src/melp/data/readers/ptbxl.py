@@ -132,23 +132,30 @@ class PTBXLReader(Reader):
             try:
                 codes = ptbxl_labels.parse_scp_codes(db.at[i, "scp_codes"])
             except (ValueError, SyntaxError):
-                rejects.append({"id": str(db.at[i, "ecg_id"]), "file": f"{files[i]}.hea",
-                                "reason": f"bad scp_codes: {db.at[i, 'scp_codes']!r}"})  # fmt: skip
+                rejects.append(
+                    {
+                        "id": str(db.at[i, "ecg_id"]),
+                        "file": f"{files[i]}.hea",
+                        "reason": f"bad scp_codes: {db.at[i, 'scp_codes']!r}",
+                    }
+                )
                 continue
             keep.append(i)
             for task, names in ptbxl_labels.derive_labels(codes, maps).items():
                 labels[f"labels_{task}"].append(names)
         sel = db.iloc[keep]
         folds = sel["strat_fold"].astype(int)
-        entries = pd.DataFrame({
-            "id": sel["ecg_id"].astype(int).astype(str).to_numpy(),
-            "path": (files.iloc[keep] + ".hea").to_numpy(),
-            "patient": [None if pd.isna(p) else str(int(p)) for p in sel["patient_id"]],
-            "split": [fold_to_split(f) for f in folds],
-            "fold": folds.to_numpy(),
-            "report": sel["report"].fillna("").astype(str).to_numpy(),
-            **labels,
-        })  # fmt: skip
+        entries = pd.DataFrame(
+            {
+                "id": sel["ecg_id"].astype(int).astype(str).to_numpy(),
+                "path": (files.iloc[keep] + ".hea").to_numpy(),
+                "patient": [None if pd.isna(p) else str(int(p)) for p in sel["patient_id"]],
+                "split": [fold_to_split(f) for f in folds],
+                "fold": folds.to_numpy(),
+                "report": sel["report"].fillna("").astype(str).to_numpy(),
+                **labels,
+            }
+        )
         for c in _EXTRA:
             if c in sel:
                 entries[c] = sel[c].to_numpy()
