@@ -20,7 +20,7 @@ class _LookupModel(torch.nn.Module):
         self.calls.append(list(texts))
         return torch.nn.functional.normalize(torch.tensor([self.table[t] for t in texts]), dim=1)
 
-    def encode_ecg(self, ecg):
+    def encode_ecg(self, ecg, lengths=None):
         return torch.nn.functional.normalize(ecg[:, 0, :2], dim=1)
 
 
@@ -144,24 +144,31 @@ def test_zeroshot_end_to_end_matches_direct_computation(tiny):
     import numpy as np
     import pandas as pd
 
-    from melp.eval.common import ecg_batches, label_matrix, rows_for
+    from melp.data.datasets import DownstreamDataset, batches
     from melp.eval.metrics import macro_auroc
+    from melp.eval.splits import portion_rows
     from melp.eval.zeroshot import run_zeroshot
 
     model, store, tmp = tiny
-    rows = rows_for(store, folds=[9])
+    rows = portion_rows(store, folds=[9])
     res = run_zeroshot(model, store, "ptbxl_super_class", rows, out=tmp / "zs", n_boot=100)
     # recompute by hand: class embedding = normalised mean of its phrasings' text latents
     from melp.eval.prompts import load_prompts
 
     prompts = load_prompts()
-    y, classes = label_matrix(store, "super_class", rows)
+    ds = DownstreamDataset(store, "super_class", rows)
+    y, classes = ds.label_matrix(), ds.classes
+    assert (
+        res["n_records"]
+        == len(ds)
+        == len(rows) - store.manifest["labels_super_class"].iloc[rows].isna().sum()
+    )
     with torch.no_grad():
         w = torch.stack(
             [torch.nn.functional.normalize(model.encode_text(prompts[c]).mean(0), dim=0) for c in classes], 1
         )
-        x = next(ecg_batches(store, rows, 1000))["ecg"]
-        scores = (model.encode_ecg(x) @ w).numpy()
+        batch = next(batches(ds, 1000))
+        scores = (model.encode_ecg(batch["ecg"], lengths=batch["length"]) @ w).numpy()
     assert res["macro_auroc"] == pytest.approx(macro_auroc(y, scores), abs=1e-5)
     saved = json.loads((tmp / "zs" / "zeroshot_super_class.json").read_text())
     assert saved["macro_auroc"] == pytest.approx(res["macro_auroc"])
@@ -174,8 +181,8 @@ def test_zeroshot_end_to_end_matches_direct_computation(tiny):
 
 
 def test_probe_splits_and_random_baseline(tiny):
-    from melp.eval.common import choose_splits
     from melp.eval.probe import HeadConfig, run_probe
+    from melp.eval.splits import choose_splits
 
     model, store, tmp = tiny
     splits = choose_splits(store, val_fraction=0.2)
@@ -234,8 +241,8 @@ def test_retrieval_generation_identification_embed(tiny):
 
 
 def test_finetune_trains_a_copy_and_reports_test_metrics(tiny):
-    from melp.eval.common import choose_splits
     from melp.eval.finetune import FinetuneConfig, run_finetune
+    from melp.eval.splits import choose_splits
 
     model, store, tmp = tiny
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -34,7 +34,7 @@ def test_cached_generation_equals_uncached(model, ecg, strategy, kw):
 def _teacher_forced_logprob(model, x, ids):
     """Sum of next-token log-probabilities of a sequence (1, t) for ECG x (1, L, T), full forward."""
     with torch.no_grad():
-        ctx = model.caption_context(model.ecg_tokens(x))
+        ctx = model.caption_context(*model.ecg_tokens(x))
         feats = model.text(ids, torch.ones_like(ids))
         lp = model.decoder(feats, ctx).log_softmax(-1)[0, :-1]  # (t-1, V)
     return lp.gather(1, ids[0, 1:, None]).sum().item()
@@ -47,7 +47,7 @@ def test_greedy_picks_the_argmax_and_beam_of_one_is_greedy(model, ecg):
     # every greedy token is the argmax of the (special-token-suppressed) next-token distribution
     model.eval()
     with torch.no_grad():
-        ctx = model.caption_context(model.ecg_tokens(ecg[:1]))
+        ctx = model.caption_context(*model.ecg_tokens(ecg[:1]))
         ids = greedy[:, : int((greedy != model.pad_id).sum())]
         logits = model.decoder(model.text(ids, torch.ones_like(ids)), ctx)[0, :-1]
         logits[:, model.special_ids & (torch.arange(len(model.special_ids)) != model.eos_id)] = -float("inf")

@@ -122,7 +122,8 @@ def test_small_encoder_parameter_budget_matches_paper():
     assert count(enc.layers) == pytest.approx(56.7, abs=0.05)
     x = torch.randn(1, 12, 5000)
     with torch.no_grad():
-        assert enc.eval()(x).shape == (1, 312, 768)  # spec §3.1: 312 frames of 16 samples
+        tokens, mask = enc.eval()(x)
+        assert tokens.shape == (1, 312, 768) and mask is None  # spec §3.1: 312 frames of 16 samples
 
 
 def test_positional_conv_weight_norm_has_one_magnitude_per_kernel_position():
@@ -315,7 +316,7 @@ def test_sparse_logits_and_compact_vocab_give_the_dense_loss():
     assert out["caption_logits"].shape[-1] == len(ids) + 1
     # by hand: log-softmax over the K+1 compact classes at every real target position
     feats, _ = model.text_features(enc["input_ids"], enc["attention_mask"])
-    hidden = model.decoder.hidden(feats[:, :-1], model.caption_context(model.ecg_tokens(x)))
+    hidden = model.decoder.hidden(feats[:, :-1], model.caption_context(*model.ecg_tokens(x)))
     logits = hidden @ model.decoder.out_proj  # (B, S-1, K+1)
     real = enc["attention_mask"][:, 1:].bool()
     index = {t: i for i, t in enumerate(ids)}

@@ -9,6 +9,8 @@ import argparse
 import logging
 from typing import Any
 
+from melp.cli_args import int_at_least, nonneg_float, positive_float
+
 log = logging.getLogger("melp.eval")
 
 
@@ -16,13 +18,13 @@ def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="saved model folder (save_pretrained) or hub id")
     p.add_argument("--data", required=True, help="store folder written by `melp prepare`")
     p.add_argument("--out", required=out_required, help="output folder")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int_at_least(1), default=128)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument(
         "--normalize",
-        default="minmax",
+        default=None,
         choices=["minmax", "zscore"],
-        help="per-record normalisation; must match pretraining (default minmax)",
+        help="per-record normalisation (default: the one the model was trained with, from its config)",
     )
 
 
@@ -58,7 +60,7 @@ def _fold_options(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     import melp
     from melp.data.store import ECGStore
-    from melp.eval.common import pick_device
+    from melp.eval.features import pick_device
 
     store = ECGStore(args.data)
     model = melp.load_model(args.model).to(pick_device(args.device)).eval()
@@ -66,9 +68,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _rows(args: argparse.Namespace, store: Any):
-    from melp.eval.common import rows_for
+    from melp.eval.splits import portion_rows
 
-    return rows_for(store, split=args.split, folds=args.folds)
+    return portion_rows(store, split=args.split, folds=args.folds)
 
 
 def _zeroshot(args: argparse.Namespace) -> int:
@@ -99,7 +101,7 @@ def _zeroshot(args: argparse.Namespace) -> int:
 
 
 def _splits(args: argparse.Namespace, store: Any):
-    from melp.eval.common import choose_splits
+    from melp.eval.splits import choose_splits
 
     splits = choose_splits(
         store, args.train_folds, args.val_folds, args.test_folds, args.val_fraction, args.seed
@@ -218,7 +220,7 @@ def _generate(args: argparse.Namespace) -> int:
         out=args.out,
         strategy=args.strategy,
         max_length=args.max_length,
-        batch_size=min(args.batch_size, 32),
+        batch_size=args.batch_size,
         normalize=args.normalize,
     )
     print(
@@ -233,7 +235,9 @@ def _identify(args: argparse.Namespace) -> int:
     from melp.eval.retrieval import patient_identification
 
     model, store = _load(args)
-    rows = _rows(args, store) if (args.split or args.folds) else __import__("numpy").arange(len(store))
+    import numpy as np
+
+    rows = _rows(args, store) if (args.split or args.folds) else np.arange(len(store))
     res = patient_identification(
         model, store, rows, out=args.out, batch_size=args.batch_size, normalize=args.normalize
     )
@@ -245,8 +249,9 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from melp.eval.embed import embed_store, save_embeddings
+    from melp.eval.embed import check_embeddings_path, embed_store, save_embeddings
 
+    check_embeddings_path(args.out)  # before any work
     model, store = _load(args)
     rows = _rows(args, store) if (args.split or args.folds) else None
     emb = embed_store(model, store, rows, batch_size=args.batch_size, normalize=args.normalize)
@@ -276,7 +281,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", nargs="+", required=True, help="task name(s) in the store")
     p.add_argument("--prompts", default=None, help="prompt JSON {code: [phrasing, ...]} (default: shipped)")
     p.add_argument(
-        "--n-boot", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0 = off)"
+        "--n-boot",
+        type=int_at_least(0),
+        default=1000,
+        help="bootstrap resamples for 95%% intervals (0 = off)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_zeroshot)
@@ -284,21 +292,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="linear probe on the frozen encoder (1/10/100%% labels)")
     _common(p)
     _fold_options(p)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
+    p.add_argument("--epochs", type=int_at_least(1), default=100)
+    p.add_argument("--patience", type=int_at_least(1), default=5)
     p.add_argument("--random-init", action="store_true", help="baseline: same architecture, random weights")
     p.set_defaults(func=_probe)
 
     p = sub.add_parser("finetune", help="full fine-tuning (encoder unfrozen) with a linear head")
     _common(p)
     _fold_options(p)
-    p.add_argument("--lr", type=float, default=1e-3, help="head learning rate")
-    p.add_argument("--lr-encoder", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="head learning rate")
+    p.add_argument("--lr-encoder", type=positive_float, default=1e-4)
+    p.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
+    p.add_argument("--epochs", type=int_at_least(1), default=20)
+    p.add_argument("--patience", type=int_at_least(1), default=3)
     p.add_argument(
         "--random-init",
         action="store_true",
@@ -315,9 +323,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     _portion(p)
     p.add_argument("--strategy", default="beam", choices=["beam", "greedy", "top_k", "top_p"])
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--limit", type=int, default=None, help="only the first N records")
-    p.set_defaults(func=_generate)
+    p.add_argument("--max-length", type=int_at_least(3), default=64)
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N records")
+    p.set_defaults(func=_generate, batch_size=32)
 
     p = sub.add_parser("identify", help="patient identification with rhythm embeddings (top-1/5 recall)")
     _common(p)
@@ -334,5 +342,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=None, help="another PTB-XL root (default: the repo's data/ptbxl-mini)")
     p.add_argument("--val-fold", type=int, default=9, help="fold used for evaluation (default 9)")
     p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (smoke test, ~1 minute)")
-    p.add_argument("--workers", type=int, default=2, help="processes for `prepare`")
+    p.add_argument("--workers", type=int_at_least(0), default=2, help="processes for `prepare`")
     p.set_defaults(func=_demo)

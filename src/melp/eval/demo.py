@@ -166,11 +166,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the summary dict (also written to ``OUT/summary.json``)."""
     import melp
     from melp.data.store import ECGStore, prepare
-    from melp.eval.common import FeatureBank, choose_splits, write_json
+    from melp.eval.features import FeatureBank
     from melp.eval.figures import attention_figure, probe_curve_figure
     from melp.eval.generation import run_generation
+    from melp.eval.outputs import write_json
     from melp.eval.probe import run_probe
     from melp.eval.retrieval import patient_identification, run_retrieval
+    from melp.eval.splits import choose_splits
     from melp.eval.zeroshot import run_zeroshot
 
     cfg = cfg.resolved()
@@ -283,7 +285,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     with _Stage(5, n, "figures and summary", times):
         import torch
 
-        from melp.eval.common import ecg_batches
+        from melp.data.datasets import PretrainDataset, batches
 
         figs = out / "figures"
         probe_curve_figure(
@@ -294,9 +296,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         # the evaluation record with the most report sentences (at most 6) makes the clearest example
         n_sent = store.manifest["report"].iloc[eval_rows].astype(str).str.count(r"\. ").to_numpy()
         row = eval_rows[[int(np.argmax(np.where(n_sent <= 5, n_sent, -1)))]]
-        batch = next(ecg_batches(store, row, 1, with_reports=True))
+        batch = next(batches(PretrainDataset(store, row, normalize=bank.normalize, train=False), 1))
         with torch.no_grad():
-            maps = model.attention_maps(batch["ecg"][0], batch["report"][0])
+            maps = model.attention_maps(batch["ecg"][0], batch["report"][0], length=int(batch["length"][0]))
         raw, _ = store.signal(int(row[0]))
         attention_figure(
             raw,

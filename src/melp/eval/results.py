@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melp.eval.common import write_json
 from melp.eval.metrics import bootstrap_metrics, classification_metrics
+from melp.eval.outputs import write_json
 
 log = logging.getLogger(__name__)
 

@@ -55,14 +55,19 @@ class MELPLoss(nn.Module):
         beats: torch.Tensor,
         sentences: torch.Tensor,
         sentence_mask: torch.Tensor,
-        caption_logits: torch.Tensor,
-        caption_targets: torch.Tensor,
+        caption_logits: torch.Tensor | None,
+        caption_targets: torch.Tensor | None,
         pad_id: int,
         text_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted loss terms and their sum (all scalars, fp32)."""
         zero = ecg_latent.new_zeros((), dtype=torch.float32)
         w = self.weights
+        if w["caption"] and caption_logits is None:
+            raise ValueError(
+                "the caption loss needs a causal text tower (text.causal=true); with a bidirectional text "
+                "tower set the caption weight to 0 (loss.caption=0)"
+            )
         ids = text_ids if self.soft_duplicates else None
         out = {
             "clip": w["clip"]

@@ -150,6 +150,7 @@ def generate_ids(
     length_penalty: float = 1.0,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate token ids (B, <= max_length) starting with ``[BOS]`` (pads after EOS).
 
@@ -162,9 +163,12 @@ def generate_ids(
         num_beams, length_penalty: beam search settings.
         top_k, top_p, temperature, generator: sampling settings.
         use_cache: incremental decoding with KV caches (same result as recomputation).
+        lengths: (B,) valid samples per ECG (None = all valid).
     """
     if strategy not in ("beam", "greedy", "top_k", "top_p"):
         raise ValueError(f"unknown generation strategy {strategy!r}; use beam, greedy, top_k or top_p")
+    if not model.text.causal:
+        raise ValueError("generation needs a causal text tower (text.causal=true)")
     if max_length > model.text.max_positions:
         raise ValueError(
             f"max_length={max_length} exceeds the text model's {model.text.max_positions} positions"
@@ -172,7 +176,7 @@ def generate_ids(
     was_training = model.training
     model.eval()
     try:
-        ctx = model.caption_context(model.ecg_tokens(ecg))  # (B, n, H)
+        ctx = model.caption_context(*model.ecg_tokens(ecg, lengths))  # (B, n, H)
         b = ctx.shape[0]
         k = num_beams if strategy == "beam" else 1
         ctx = ctx.repeat_interleave(k, dim=0)  # (B*K, n, H)

@@ -137,26 +137,41 @@ class MELPModel(nn.Module):
         tcfg = self.config["text"]
         return tokenize_reports(self.tokenizer, texts, tcfg["max_length"], tcfg["padding"])
 
-    def _check_ecg(self, ecg: torch.Tensor) -> torch.Tensor:
+    def _check_ecg(
+        self, ecg: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         leads = self.config["ecg"]["in_leads"]
         if ecg.ndim != 3 or ecg.shape[1] != leads:
             raise ValueError(
                 f"ecg must be (B, {leads}, T) in the canonical lead order, got {tuple(ecg.shape)}"
             )
-        return ecg.to(device=self.device, dtype=self.logit_scale.dtype)
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=self.device)
+            if lengths.shape != (ecg.shape[0],) or lengths.dtype.is_floating_point:
+                raise ValueError(f"lengths must be (B,) integer valid samples, got {tuple(lengths.shape)}")
+            lengths = lengths.long()
+        return ecg.to(device=self.device, dtype=self.logit_scale.dtype), lengths
 
     # ------------------------------------------------------------------ towers
-    def ecg_tokens(self, ecg: torch.Tensor) -> torch.Tensor:
-        """ECG (B, L, T) -> encoder tokens (B, N, C)."""
-        return self.ecg_encoder(self._check_ecg(ecg))
+    def ecg_tokens(
+        self, ecg: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ECG (B, L, T) -> ``(encoder tokens (B, N, C), valid (B, N) bool or None)``.
 
-    def _beats(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.beat_norm(self.beat_pooler(tokens))  # (B, Q, D) pre-P
+        ``lengths`` (B,): valid samples of each record (None = all valid); the padding beyond is
+        masked in the encoder and in both poolers, so it never changes an output."""
+        ecg, lengths = self._check_ecg(ecg, lengths)
+        return self.ecg_encoder(ecg, lengths)
+
+    def _beats(
+        self, tokens: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.beat_norm(self.beat_pooler(tokens, mask))  # (B, Q, D) pre-P
         return pooled, pooled @ self.beat_proj  # (B, Q, D) after P
 
-    def caption_context(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Caption tokens (B, n, H) for the decoder from encoder tokens (B, N, C)."""
-        return self.caption_norm(self.caption_pooler(tokens))
+    def caption_context(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Caption tokens (B, n, H) for the decoder from encoder tokens (B, N, C) and their mask."""
+        return self.caption_norm(self.caption_pooler(tokens, mask))
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """Token features (B, S, H) and the end-of-sequence ``[CLS]`` feature (B, H) (spec §2.3);
@@ -220,11 +235,18 @@ class MELPModel(nn.Module):
         return hidden[:, :-1], hidden[:, -1]
 
     # ------------------------------------------------------------------ training forward
-    def forward(self, ecg: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    def forward(
+        self,
+        ecg: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+    ) -> dict:
         """Training forward; returns the named outputs consumed by :class:`melp.losses.MELPLoss`.
 
         Args:
-            ecg: (B, L, T) float; input_ids / attention_mask: (B, S) from :meth:`tokenize`.
+            ecg: (B, L, T) float; input_ids / attention_mask: (B, S) from :meth:`tokenize`;
+            lengths: (B,) valid samples per record (None = all valid).
 
         Returns:
             ``ecg_latent (B, D)``, ``text_latent (B, D)`` (unit norm), ``logit_scale ()`` (= exp(l)),
@@ -233,26 +255,30 @@ class MELPModel(nn.Module):
             With ``decoder.sparse_logits`` the caption pair is flattened to the non-pad targets:
             ``caption_logits (N, V)``, ``caption_targets (N,)`` (same loss value). With a compact
             ``decoder.caption_vocab`` the logits have K+1 classes, targets are compact indices and
-            ``pad_id`` is the index the loss ignores (-100). ``text_ids (B,)``: an id per report
+            ``pad_id`` is the index the loss ignores (-100). With ``text.causal=false`` the caption pair is
+            None (no valid captioning target exists). ``text_ids (B,)``: an id per report
             text (equal reports, equal ids) for duplicate-aware contrastive targets.
         """
         input_ids = input_ids.to(self.device, torch.long)
         attention_mask = attention_mask.to(self.device)
-        tokens = self.ecg_tokens(ecg)
-        _, beats = self._beats(tokens)
-        ctx = self.caption_context(tokens)
+        tokens, mask = self.ecg_tokens(ecg, lengths)
+        _, beats = self._beats(tokens, mask)
+        ctx = self.caption_context(tokens, mask)
         feats, cls = self.text_features(input_ids, attention_mask)
         sent, sent_mask = pool_sentences(
             feats, input_ids, attention_mask, self.special_ids, self.dot_id, self.config["max_sentences"]
         )
         sentences = self.sent_proj(sent) * sent_mask[..., None].to(sent.dtype)  # zero unused slots
         targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, self.pad_id)  # (B, S-1)
-        hidden = self.decoder.hidden(feats[:, :-1], ctx)  # (B, S-1, H)
-        if self.config["decoder"]["sparse_logits"]:
-            keep = targets != self.pad_id  # (B, S-1); the loss ignores every other position
-            hidden, targets = hidden[keep], targets[keep]  # (N_keep, H), (N_keep,)
-        logits = self.decoder.project(hidden)  # (B, S-1, V) / (N_keep, V); V -> K+1 if compact
-        targets, ignore_id = self.decoder.map_targets(targets, self.pad_id)
+        if self.text.causal:
+            hidden = self.decoder.hidden(feats[:, :-1], ctx)  # (B, S-1, H)
+            if self.config["decoder"]["sparse_logits"]:
+                keep = targets != self.pad_id  # (B, S-1); the loss ignores every other position
+                hidden, targets = hidden[keep], targets[keep]  # (N_keep, H), (N_keep,)
+            logits = self.decoder.project(hidden)  # (B, S-1, V) / (N_keep, V); V -> K+1 if compact
+            targets, ignore_id = self.decoder.map_targets(targets, self.pad_id)
+        else:  # teacher forcing on a bidirectional text tower would see the tokens it must predict
+            logits, targets, ignore_id = None, None, self.pad_id
         return {
             "ecg_latent": F.normalize(beats.mean(1), dim=-1),
             "text_latent": F.normalize(self.text_proj(cls), dim=-1),
@@ -267,9 +293,9 @@ class MELPModel(nn.Module):
         }
 
     # ------------------------------------------------------------------ inference API
-    def encode_ecg(self, ecg: torch.Tensor) -> torch.Tensor:
-        """ECG (B, L, T) -> z_e (B, D), unit norm (zero-shot / retrieval)."""
-        return F.normalize(self._beats(self.ecg_tokens(ecg))[1].mean(1), dim=-1)
+    def encode_ecg(self, ecg: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """ECG (B, L, T) (valid ``lengths`` (B,), None = all) -> z_e (B, D), unit norm (zero-shot / retrieval)."""
+        return F.normalize(self._beats(*self.ecg_tokens(ecg, lengths))[1].mean(1), dim=-1)
 
     def encode_text(self, texts) -> torch.Tensor:
         """Reports (list of str, or a :meth:`tokenize` dict) -> z_t (B, D), unit norm."""
@@ -278,10 +304,11 @@ class MELPModel(nn.Module):
         _, cls = self.text_features(ids, enc["attention_mask"].to(self.device))
         return F.normalize(self.text_proj(cls), dim=-1)
 
-    def embed(self, ecg: torch.Tensor) -> dict[str, torch.Tensor]:
+    def embed(self, ecg: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """ECG embeddings: ``rhythm`` (B, D) mean of beats after P (un-normalised), ``beats``
-        (B, Q, D) after P, ``probe`` (B, D) mean over queries before P (linear probing)."""
-        pre, beats = self._beats(self.ecg_tokens(ecg))
+        (B, Q, D) after P, ``probe`` (B, D) mean over queries before P (linear probing).
+        ``lengths`` (B,): valid samples per record (None = all valid)."""
+        pre, beats = self._beats(*self.ecg_tokens(ecg, lengths))
         return {"rhythm": beats.mean(1), "beats": beats, "probe": pre.mean(1)}
 
     def restrict_caption_vocab(self, texts: list[str]) -> list[int]:
@@ -322,8 +349,8 @@ class MELPModel(nn.Module):
         return self.config["ecg"]["sample_rate"] / self.ecg_encoder.stride
 
     @torch.no_grad()
-    def attention_maps(self, ecg: torch.Tensor, report: str) -> dict:
-        """Attention maps of one ECG (L, T) or (1, L, T) and its report.
+    def attention_maps(self, ecg: torch.Tensor, report: str, length: int | None = None) -> dict:
+        """Attention maps of one ECG (L, T) or (1, L, T) (``length`` valid samples, None = all) and its report.
 
         Returns ``beat_time`` (Q, N) head-averaged attention of each beat query over the ECG tokens,
         ``sentence_beat`` (n_s, Q) the beat-loss attention beta of each sentence over the beats,
@@ -332,9 +359,10 @@ class MELPModel(nn.Module):
         from melp.losses.beat import beat_attention
 
         x = ecg if ecg.ndim == 3 else ecg[None]
-        tokens = self.ecg_tokens(x[:1])
-        beat_time = self.beat_pooler.attention_weights(tokens)[0]  # (Q, N)
-        _, beats = self._beats(tokens)
+        lengths = None if length is None else torch.tensor([int(length)], device=self.device)
+        tokens, mask = self.ecg_tokens(x[:1], lengths)
+        beat_time = self.beat_pooler.attention_weights(tokens, mask)[0]  # (Q, N), 0 on padded frames
+        _, beats = self._beats(tokens, mask)
         enc = self.tokenize([report])
         ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         feats, _ = self.text_features(ids, mask)

@@ -49,7 +49,7 @@ class ValSetConfig:
     """One zero-shot validation set: a downstream task of a store, restricted to some rows."""
 
     store: str = ""
-    task: str = "superclass"
+    task: str = "super_class"
     split: str | None = None
     folds: list[int] | None = None
     limit: int = 0

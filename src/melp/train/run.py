@@ -95,28 +95,6 @@ def _quiet_lightning(frozen: bool) -> None:
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
-def _rows(store, split, folds, limit, where: str) -> np.ndarray:
-    from melp.data.datasets import split_rows
-
-    rows = split_rows(store, split=split, folds=folds)
-    if limit:
-        rows = rows[:limit]
-    if len(rows) == 0:
-        raise ValueError(f"{where}: no rows of store {store.path} match split={split!r} folds={folds!r}")
-    return rows
-
-
-def _check_store(model, store, where: str) -> None:
-    ecg = model.config["ecg"]
-    rate, n = store.meta.get("rate"), store.meta.get("n_samples")
-    if rate != ecg["sample_rate"] or n != ecg["n_samples"]:
-        raise ValueError(
-            f"{where}: store {store.path} holds {n} samples at {rate} Hz but model "
-            f"{model.config.get('name')} expects {ecg['n_samples']} at {ecg['sample_rate']} Hz; "
-            f"prepare the store with --rate {ecg['sample_rate']} --seconds {ecg['n_samples'] / ecg['sample_rate']:g}"
-        )
-
-
 class _Data(L.LightningDataModule):
     """Builds the loaders inside ``fit`` (after DDP launch, when rank and world size are known)."""
 
@@ -233,8 +211,9 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     Raises:
         NonFiniteLossError: a loss term became NaN/Inf (all ranks stop; last good checkpoint kept).
     """
-    from melp.data.datasets import DownstreamDataset, PretrainDataset
+    from melp.data.datasets import DownstreamDataset, PretrainDataset, check_input, select_rows
     from melp.data.store import ECGStore
+    from melp.data.tasks import resolve_task
     from melp.losses import MELPLoss
 
     t0 = time.time()
@@ -250,8 +229,8 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
             "data.store is empty: set it to a store folder (melp prepare ...), e.g. --set data.store=DIR"
         )
     store = ECGStore(cfg.data.store)
-    _check_store(model, store, "data.store")
-    rows = _rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
+    check_input(store, model.config["ecg"], "data.store")
+    rows = select_rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
     reports = store.manifest["report"].fillna("").astype(str).to_numpy()
     rows = rows[np.char.str_len(reports[rows].astype(str)) > 0]  # records without a report cannot pair
     if cfg.model.caption_vocab_from_reports:  # deterministic: a resumed run rebuilds the same layer
@@ -271,10 +250,15 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     val_sets = []
     for k, v in enumerate(cfg.val.sets):
         vstore = store if (not v.store or v.store == cfg.data.store) else ECGStore(v.store)
-        _check_store(model, vstore, f"val.sets.{k}.store")
-        vrows = _rows(vstore, v.split, v.folds, v.limit, f"val.sets.{k}")
-        ds = DownstreamDataset(vstore, v.task, vrows, normalize=cfg.data.normalize)
-        val_sets.append(ValSet(v.name or v.task, list(ds.classes), IndexedDataset(ds, seed=cfg.seed)))
+        check_input(vstore, model.config["ecg"], f"val.sets.{k}.store")
+        vrows = select_rows(vstore, v.split, v.folds, v.limit, f"val.sets.{k}")
+        task = resolve_task(vstore, v.task)
+        ds = DownstreamDataset(vstore, task, vrows, normalize=cfg.data.normalize)
+        if len(ds) == 0:
+            raise ValueError(
+                f"val.sets.{k}: no record of {vstore.path} in these rows is labelled for task {task!r}"
+            )
+        val_sets.append(ValSet(v.name or task, list(ds.classes), IndexedDataset(ds, seed=cfg.seed), task))
 
     tc = cfg.trainer
     strategy = tc.strategy
