@@ -100,8 +100,8 @@ def test_wav2vec2_masked_group_norm_equals_the_unpadded_record():
 
 @pytest.fixture(scope="module")
 def ptbxl_store(tmp_path_factory):
+    from melp.data.readers.ptbxl import subset_root
     from melp.data.store import prepare
-    from melp.eval.demo import subset_root
 
     tmp = tmp_path_factory.mktemp("contract")
     root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=6)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from melp.eval.demo import DemoConfig, default_root, run_demo
+from melp.pipeline import DemoConfig, default_root, run_demo
 
 
 def test_default_root_is_the_shipped_mini():
@@ -29,7 +29,8 @@ def test_fast_demo_writes_summary_and_figures(tmp_path, capsys):
     assert "zero-shot super_class macro AUROC" in out and "generated vs true" in out
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert (
-        saved["val_fold"] == 9
+        saved["test_fold"] == 9
+        and saved["select_fold"] == 8
         and saved["n_records"] == 45
         and saved["train_folds"] == [1, 2, 3, 4, 5, 6, 7, 8]
     )

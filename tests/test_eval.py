@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -121,15 +123,15 @@ def test_linear_head_learns_separable_features_and_stops_early():
 
 # ----------------------------------------------------------------------------- real store + tiny model
 
-DATA = __import__("pathlib").Path(__file__).parents[1] / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A store of 8 real PTB-XL mini records per fold (72) and the tiny `melp-test` model."""
     import melp
+    from melp.data.readers.ptbxl import subset_root
     from melp.data.store import ECGStore, prepare
-    from melp.eval.demo import subset_root
 
     tmp = tmp_path_factory.mktemp("eval")
     root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=8)

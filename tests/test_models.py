@@ -265,11 +265,12 @@ def test_wrong_lead_count_is_rejected(test_model):
 
 
 def test_attention_maps_values(test_model):
+    from melp.eval.beats import attention_maps
     from melp.losses.beat import beat_attention
 
     model = test_model.eval()
     x = torch.randn(12, 1000, generator=torch.Generator().manual_seed(2))
-    maps = model.attention_maps(x, "sinus rhythm. normal ecg. borderline")
+    maps = attention_maps(model, x, "sinus rhythm. normal ecg. borderline")
     q = model.config["heads"]["n_beat_queries"]
     assert maps["sentences"] == ["sinus rhythm.", "normal ecg.", "borderline"]
     assert maps["frame_rate"] == 100 / 8  # 100 Hz input, conv stem stride 4 * 2

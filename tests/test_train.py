@@ -177,8 +177,8 @@ def test_indexed_dataset_is_deterministic_and_leaves_global_rng_alone():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A store of 4 real PTB-XL mini records per fold (36; folds 1-8 train, 9 validation)."""
+    from melp.data.readers.ptbxl import subset_root
     from melp.data.store import prepare
-    from melp.eval.demo import subset_root
 
     tmp = tmp_path_factory.mktemp("train")
     root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=4)

@@ -27,7 +27,8 @@ USER_ERRORS = (
 _AREAS = [
     ("melp.data.cli", "data: prepare stores from raw datasets"),
     ("melp.train.cli", "training: cardiology LM stage and MELP pretraining"),
-    ("melp.eval.cli", "evaluation: zero-shot, probe, fine-tune, retrieval, generation, embed, demo"),
+    ("melp.eval.cli", "evaluation: zero-shot, probe, fine-tune, retrieval, generation, embed"),
+    ("melp.pipeline", "pipeline: `melp demo`, every stage on the shipped data"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""`melp zeroshot | probe | finetune | retrieve | generate | identify | embed | demo`.
+"""`melp zeroshot | probe | finetune | retrieve | generate | identify | embed`.
 
 Thin wrappers: parse, load the model and store, call the library functions, print a summary.
 """
@@ -208,6 +208,7 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from melp.eval.generation import run_generation
+    from melp.models.generation import MAX_LENGTH
 
     model, store = _load(args)
     rows = _rows(args, store)
@@ -219,7 +220,7 @@ def _generate(args: argparse.Namespace) -> int:
         rows,
         out=args.out,
         strategy=args.strategy,
-        max_length=args.max_length,
+        max_length=args.max_length or MAX_LENGTH,
         batch_size=args.batch_size,
         normalize=args.normalize,
     )
@@ -263,16 +264,6 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from melp.eval.demo import DemoConfig, run_demo
-
-    cfg = DemoConfig(
-        out=args.out, root=args.root, val_fold=args.val_fold, fast=args.fast, workers=args.workers
-    )
-    run_demo(cfg)
-    return 0
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the evaluation sub-commands on the ``melp`` parser."""
     p = sub.add_parser("zeroshot", help="zero-shot classification with class prompts")
@@ -286,7 +277,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=1000,
         help="bootstrap resamples for 95%% intervals (0 = off)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     p.set_defaults(func=_zeroshot)
 
     p = sub.add_parser("probe", help="linear probe on the frozen encoder (1/10/100%% labels)")
@@ -323,7 +314,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     _portion(p)
     p.add_argument("--strategy", default="beam", choices=["beam", "greedy", "top_k", "top_p"])
-    p.add_argument("--max-length", type=int_at_least(3), default=64)
+    p.add_argument(
+        "--max-length",
+        type=int_at_least(3),
+        default=None,
+        help="generated tokens at most (default: melp.models.generation.MAX_LENGTH = 64)",
+    )
     p.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N records")
     p.set_defaults(func=_generate, batch_size=32)
 
@@ -336,11 +332,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     _portion(p)
     p.set_defaults(func=_embed)
-
-    p = sub.add_parser("demo", help="the whole pipeline on the shipped PTB-XL mini, offline, on CPU")
-    p.add_argument("--out", default="melp-demo", help="output folder (default ./melp-demo)")
-    p.add_argument("--root", default=None, help="another PTB-XL root (default: the repo's data/ptbxl-mini)")
-    p.add_argument("--val-fold", type=int, default=9, help="fold used for evaluation (default 9)")
-    p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (smoke test, ~1 minute)")
-    p.add_argument("--workers", type=int_at_least(0), default=2, help="processes for `prepare`")
-    p.set_defaults(func=_demo)

@@ -13,6 +13,7 @@ from melp.data.datasets import PretrainDataset, batches, check_input
 from melp.eval.features import eval_mode, model_device, model_normalize
 from melp.eval.outputs import write_json
 from melp.eval.zeroshot import require_text_tower
+from melp.models.generation import MAX_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def generate_reports(
     store: Any,
     rows: np.ndarray,
     strategy: str = "beam",
-    max_length: int = 64,
+    max_length: int = MAX_LENGTH,
     batch_size: int = 32,
     normalize: str | None = None,
     **kwargs: Any,
@@ -76,7 +77,7 @@ def run_generation(
     rows: np.ndarray,
     out: str | Path | None = None,
     strategy: str = "beam",
-    max_length: int = 64,
+    max_length: int = MAX_LENGTH,
     batch_size: int = 32,
     normalize: str | None = None,
     **kwargs: Any,

@@ -132,7 +132,7 @@ def patient_identification(
     out: str | Path | None = None,
     batch_size: int = 128,
     normalize: str | None = None,
-    seed: int = 0,
+    seed: int = 42,
     bank: FeatureBank | None = None,
 ) -> dict[str, Any]:
     """Find a record's patient among other patients' records with rhythm embeddings.

@@ -163,15 +163,32 @@ class MELPModel(nn.Module):
         ecg, lengths = self._check_ecg(ecg, lengths)
         return self.ecg_encoder(ecg, lengths)
 
-    def _beats(
+    def beat_embeddings(
         self, tokens: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Beat embeddings of encoder tokens (B, N, C) with valid ``mask`` (B, N):
+        ``(pre-P (B, Q, D), after P (B, Q, D))`` (spec §3.3)."""
         pooled = self.beat_norm(self.beat_pooler(tokens, mask))  # (B, Q, D) pre-P
         return pooled, pooled @ self.beat_proj  # (B, Q, D) after P
 
     def caption_context(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Caption tokens (B, n, H) for the decoder from encoder tokens (B, N, C) and their mask."""
         return self.caption_norm(self.caption_pooler(tokens, mask))
+
+    def sentence_embeddings(self, report: str) -> tuple[torch.Tensor, list[str]]:
+        """The projected sentence embeddings (n_s, D) of one report and the sentences' text."""
+        enc = self.tokenize([report])
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        feats, _ = self.text_features(ids, mask)
+        sent, smask = pool_sentences(
+            feats, ids, mask, self.special_ids, self.dot_id, self.config["max_sentences"]
+        )
+        idx, keep = sentence_index(ids, mask, self.special_ids, self.dot_id)
+        texts = [
+            self.tokenizer.decode(ids[0][keep[0] & (idx[0] == k)].tolist())
+            for k in range(int(smask[0].sum()))
+        ]
+        return self.sent_proj(sent)[0][smask[0]], texts
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """Token features (B, S, H) and the end-of-sequence ``[CLS]`` feature (B, H) (spec §2.3);
@@ -262,7 +279,7 @@ class MELPModel(nn.Module):
         input_ids = input_ids.to(self.device, torch.long)
         attention_mask = attention_mask.to(self.device)
         tokens, mask = self.ecg_tokens(ecg, lengths)
-        _, beats = self._beats(tokens, mask)
+        _, beats = self.beat_embeddings(tokens, mask)
         ctx = self.caption_context(tokens, mask)
         feats, cls = self.text_features(input_ids, attention_mask)
         sent, sent_mask = pool_sentences(
@@ -295,7 +312,7 @@ class MELPModel(nn.Module):
     # ------------------------------------------------------------------ inference API
     def encode_ecg(self, ecg: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """ECG (B, L, T) (valid ``lengths`` (B,), None = all) -> z_e (B, D), unit norm (zero-shot / retrieval)."""
-        return F.normalize(self._beats(*self.ecg_tokens(ecg, lengths))[1].mean(1), dim=-1)
+        return F.normalize(self.beat_embeddings(*self.ecg_tokens(ecg, lengths))[1].mean(1), dim=-1)
 
     def encode_text(self, texts) -> torch.Tensor:
         """Reports (list of str, or a :meth:`tokenize` dict) -> z_t (B, D), unit norm."""
@@ -308,7 +325,7 @@ class MELPModel(nn.Module):
         """ECG embeddings: ``rhythm`` (B, D) mean of beats after P (un-normalised), ``beats``
         (B, Q, D) after P, ``probe`` (B, D) mean over queries before P (linear probing).
         ``lengths`` (B,): valid samples per record (None = all valid)."""
-        pre, beats = self._beats(*self.ecg_tokens(ecg, lengths))
+        pre, beats = self.beat_embeddings(*self.ecg_tokens(ecg, lengths))
         return {"rhythm": beats.mean(1), "beats": beats, "probe": pre.mean(1)}
 
     def restrict_caption_vocab(self, texts: list[str]) -> list[int]:
@@ -348,46 +365,14 @@ class MELPModel(nn.Module):
         """ECG tokens per second of signal."""
         return self.config["ecg"]["sample_rate"] / self.ecg_encoder.stride
 
-    @torch.no_grad()
-    def attention_maps(self, ecg: torch.Tensor, report: str, length: int | None = None) -> dict:
-        """Attention maps of one ECG (L, T) or (1, L, T) (``length`` valid samples, None = all) and its report.
-
-        Returns ``beat_time`` (Q, N) head-averaged attention of each beat query over the ECG tokens,
-        ``sentence_beat`` (n_s, Q) the beat-loss attention beta of each sentence over the beats,
-        ``sentences`` (n_s decoded sentences), ``frame_rate`` (tokens per second).
-        """
-        from melp.losses.beat import beat_attention
-
-        x = ecg if ecg.ndim == 3 else ecg[None]
-        lengths = None if length is None else torch.tensor([int(length)], device=self.device)
-        tokens, mask = self.ecg_tokens(x[:1], lengths)
-        beat_time = self.beat_pooler.attention_weights(tokens, mask)[0]  # (Q, N), 0 on padded frames
-        _, beats = self._beats(tokens, mask)
-        enc = self.tokenize([report])
-        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-        feats, _ = self.text_features(ids, mask)
-        m = self.config["max_sentences"]
-        sent, smask = pool_sentences(feats, ids, mask, self.special_ids, self.dot_id, m)
-        sentences = self.sent_proj(sent)[0][smask[0]]  # (n_s, D)
-        idx, keep = sentence_index(ids, mask, self.special_ids, self.dot_id)
-        texts = [
-            self.tokenizer.decode(ids[0][keep[0] & (idx[0] == k)].tolist())
-            for k in range(int(smask[0].sum()))
-        ]
-        return {
-            "beat_time": beat_time,
-            "sentence_beat": beat_attention(beats[0], sentences),
-            "sentences": texts,
-            "frame_rate": self.frame_rate,
-        }
-
     def generate(
-        self, ecg: torch.Tensor, strategy: str = "beam", max_length: int = 30, **kwargs
+        self, ecg: torch.Tensor, strategy: str = "beam", max_length: int | None = None, **kwargs
     ) -> list[str]:
-        """Generate reports for ECGs (B, L, T); see :func:`melp.models.generation.generate`."""
-        from melp.models.generation import generate
+        """Generate reports for ECGs (B, L, T); see :func:`melp.models.generation.generate`
+        (``max_length`` None = :data:`melp.models.generation.MAX_LENGTH`)."""
+        from melp.models.generation import MAX_LENGTH, generate
 
-        return generate(self, ecg, strategy=strategy, max_length=max_length, **kwargs)
+        return generate(self, ecg, strategy=strategy, max_length=max_length or MAX_LENGTH, **kwargs)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> None:

@@ -39,18 +39,11 @@ FOLD_COLUMNS = ("fold", "strat_fold")
 # --------------------------------------------------------------------------- corpus
 
 
-def _english(reports: pd.Series, source: str) -> pd.Series:
-    """Normalise reports to English with the data layer's translator when it is available."""
-    try:
-        from melp.data import translate
-    except ImportError:
-        log.warning("melp.data.translate is not available: using %s reports as written", source)
-        return reports
-    fn = getattr(translate, "normalize_report", None) or getattr(translate, "translate_report", None)
-    if fn is None:
-        log.warning("melp.data.translate has no normalize_report(): using %s reports as written", source)
-        return reports
-    return reports.map(lambda t: fn(t) if isinstance(t, str) else t)
+def _english(reports: pd.Series) -> pd.Series:
+    """Reports normalised to English by the data layer's translator (PTB-XL German/Swedish statements)."""
+    from melp.data.translate import normalize_report
+
+    return reports.map(lambda t: normalize_report(t) if isinstance(t, str) else t)
 
 
 def _split_table(df: pd.DataFrame, column: str, source: str) -> tuple[list[str], list[str]]:
@@ -106,7 +99,7 @@ def read_corpus(
         else:
             df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",")
         if translate and column in df.columns:
-            df[column] = _english(df[column], str(p))
+            df[column] = _english(df[column])
         return _split_table(df, column, str(p))
     lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
     lines = [ln for ln in lines if ln]
