@@ -367,3 +367,14 @@ def test_text_feature_cache_matches_the_frozen_tower():
     losses = MELPLoss()(**out)
     losses["total"].backward()
     assert all(p.grad is None for p in model.text.parameters())
+
+
+def test_documented_parameter_table_is_generated_from_the_configs():
+    from pathlib import Path
+
+    from melp.models.describe import render
+
+    page = (Path(__file__).parents[1] / "docs" / "model.md").read_text()
+    assert render(page) == page, (
+        "docs/model.md is stale: run python -m melp.models.describe --write docs/model.md"
+    )

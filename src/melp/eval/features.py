@@ -12,7 +12,15 @@ import torch
 
 from melp.data.datasets import SignalDataset, batches, check_input
 
-__all__ = ["eval_mode", "pick_device", "model_normalize", "model_device", "FeatureBank"]
+__all__ = ["eval_mode", "pick_device", "model_normalize", "model_device", "FeatureBank", "progress"]
+
+
+def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it"):
+    """A progress bar over ``iterable`` on an interactive terminal (tqdm; silent otherwise, e.g. in
+    logs and tests). Long evaluation loops go through it."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, disable=None, dynamic_ncols=True)
 
 
 @contextlib.contextmanager
@@ -87,7 +95,8 @@ class FeatureBank:
         if len(todo):
             device = model_device(self.model)
             with eval_mode(self.model):
-                for start in range(0, len(todo), self.batch_size):
+                starts = range(0, len(todo), self.batch_size)
+                for start in progress(starts, len(starts), "encode ECGs", "batch"):
                     part = todo[start : start + self.batch_size]
                     batch = next(batches(self.dataset, len(part), part))  # dataset position = manifest row
                     emb = self.model.embed(batch["ecg"].to(device), lengths=batch["length"].to(device))

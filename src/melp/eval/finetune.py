@@ -19,7 +19,7 @@ import torch
 
 from melp.data.datasets import DownstreamDataset, batches
 from melp.eval.early_stopping import EarlyStopping
-from melp.eval.features import eval_mode, model_device, model_normalize
+from melp.eval.features import eval_mode, model_device, model_normalize, progress
 from melp.eval.metrics import macro_auroc
 from melp.eval.outputs import write_json
 from melp.eval.probe import fraction_rows
@@ -105,7 +105,9 @@ def finetune(
     for epoch in range(1, cfg.epochs + 1):
         clf.train()
         total, seen = 0.0, 0
-        for batch in batches(train, cfg.batch_size, rng.permutation(len(train))):
+        n_batches = -(-len(train) // cfg.batch_size)
+        for batch in progress(batches(train, cfg.batch_size, rng.permutation(len(train))), n_batches,
+                              f"finetune epoch {epoch}/{cfg.epochs}", "batch"):  # fmt: skip
             logits = clf(batch["ecg"].to(device), batch["length"].to(device))
             loss = loss_fn(logits, batch["labels"].to(device))
             opt.zero_grad(set_to_none=True)

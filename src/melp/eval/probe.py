@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from melp.eval.early_stopping import EarlyStopping
-from melp.eval.features import FeatureBank
+from melp.eval.features import FeatureBank, progress
 from melp.eval.metrics import macro_auroc
 from melp.eval.splits import Splits
 
@@ -208,7 +208,7 @@ def run_probe(
     classes = parts["test"].classes
     ids = store.manifest["id"].iloc[parts["test"].rows].astype(str).tolist()
     results: dict[str, Any] = {}
-    for frac in fractions:
+    for frac in progress(fractions, len(fractions), f"{name} {task}", "fraction"):
         sel = fraction_rows(labels["train"], frac, cfg.seed)
         head, info = train_linear_head(
             feats["train"][sel], labels["train"][sel], feats["val"], labels["val"], cfg

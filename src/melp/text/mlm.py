@@ -384,10 +384,13 @@ def train_mlm(
     lengths = np.array(
         [len(x) for x in tokenizer(train_texts, truncation=True, max_length=max_length)["input_ids"]]
     )
+    from tqdm.auto import tqdm
+
     queue: list[list[int]] = []
     losses = []
     model.train()
-    for step in range(steps):
+    bar = tqdm(range(steps), desc="masked LM", unit="step", leave=False, disable=None, dynamic_ncols=True)
+    for step in bar:  # the bar shows the rate and the time left
         if not queue:  # a new pass: shuffle, sort windows of 32 batches by length, shuffle batches
             perm = rng.permutation(len(train_texts))
             window = batch_size * 32
@@ -408,6 +411,8 @@ def train_mlm(
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
+        if (step + 1) % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         if log_every and (step + 1) % log_every == 0:
             log.info("mlm step %d/%d loss %.4f", step + 1, steps, np.mean(losses[-log_every:]))
     return losses
