@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
-from melp.cli_args import int_at_least, nonneg_float, positive_float
+from melp.cli_args import int_at_least, lead_list, nonneg_float, open_fraction, positive_float, unit_fraction
 
 log = logging.getLogger("melp.eval")
 
@@ -42,18 +43,22 @@ def _portion(p: argparse.ArgumentParser) -> None:
 def _fold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="task name in the store (e.g. super_class, icbeb)")
     p.add_argument(
-        "--fractions", type=float, nargs="+", default=None, help="label fractions, e.g. 0.01 0.1 1"
+        "--fractions",
+        type=unit_fraction,
+        nargs="+",
+        default=None,
+        help="label fractions in (0, 1], e.g. 0.01 0.1 1",
     )
     p.add_argument("--train-folds", type=int, nargs="+", default=None)
     p.add_argument("--val-folds", type=int, nargs="+", default=None)
     p.add_argument("--test-folds", type=int, nargs="+", default=None)
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=open_fraction,
         default=0.1,
         help="without val folds: share of training patients held out for early stopping",
     )
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap resamples (0 = off)")
     p.add_argument("--seed", type=int, default=42)
 
 
@@ -332,3 +337,60 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     _portion(p)
     p.set_defaults(func=_embed)
+
+    p = sub.add_parser(
+        "benchmark",
+        help="the paper's evaluation suite (zero-shot on six sets, probes at 1/10/100 %%) in one command",
+        description="Zero-shot on PTB-XL super/sub/form/rhythm, CPSC 2018 and Chapman (published test splits) "
+        "and linear probes at 1/10/100 %% of the labels (1 %% and 10 %% over --draws label draws). Test sets "
+        "are checked against the published sizes. Writes OUT/results.json, results.csv, results.md (the "
+        "paper's layout with published numbers beside ours), benchmark.png and every evaluation's own files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="saved model folder or hub id")
+    p.add_argument("--ptbxl", default=None, help="PTB-XL store (fold 10 = test; PTB-XL mini: fold 9)")
+    p.add_argument("--cpsc", default=None, help="CPSC 2018 store (melp prepare cpsc)")
+    p.add_argument("--chapman", default=None, help="Chapman / CSN store (melp prepare chapman)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--draws", type=int_at_least(1), default=3, help="label draws of the 1 %% and 10 %% probes"
+    )
+    p.add_argument(
+        "--fractions", type=unit_fraction, nargs="+", default=[0.01, 0.1, 1.0], help="probe label fractions"
+    )
+    p.add_argument("--no-probe", action="store_true", help="zero-shot only")
+    p.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=42, help="seed of the first label draw and the bootstrap")
+    p.add_argument(
+        "--icbeb-window",
+        type=positive_float,
+        default=5.0,
+        help="seconds of each CPSC record kept (the paper: 5)",
+    )
+    p.add_argument(
+        "--leads", type=lead_list, default=None, help="evaluate with only these leads, e.g. I,II,V2"
+    )
+    p.add_argument("--batch-size", type=int_at_least(1), default=128)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--figure-format", nargs="+", choices=["png", "pdf", "svg"], default=["png"])
+    p.set_defaults(func=_benchmark)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import melp
+    from melp.data.store import ECGStore
+    from melp.eval.benchmark import BenchmarkConfig, run_benchmark
+    from melp.eval.features import pick_device
+
+    paths = {"ptbxl": args.ptbxl, "cpsc": args.cpsc, "chapman": args.chapman}
+    if not any(paths.values()):
+        raise ValueError("give at least one store: --ptbxl, --cpsc or --chapman")
+    stores = {k: ECGStore(v) if v else None for k, v in paths.items()}  # every store is checked before work
+    model = melp.load_model(args.model).to(pick_device(args.device)).eval()
+    cfg = BenchmarkConfig(fractions=tuple(args.fractions), draws=args.draws, probe=not args.no_probe,
+                          n_boot=args.n_boot, seed=args.seed, icbeb_window_s=args.icbeb_window,
+                          leads=tuple(args.leads) if args.leads else None, batch_size=args.batch_size,
+                          figure_formats=tuple(args.figure_format))  # fmt: skip
+    res = run_benchmark(model, stores, args.out, cfg)
+    print((Path(args.out) / "results.md").read_text())
+    return 0 if res["sets"] else 1

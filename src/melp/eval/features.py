@@ -66,6 +66,7 @@ class FeatureBank:
     Args:
         normalize: None = the model's own normalisation (:func:`model_normalize`).
         leads: evaluate with only these leads (others masked as in training); None = all 12.
+        window, padding_as_signal: see :class:`melp.data.datasets.SignalDataset`.
     """
 
     def __init__(
@@ -76,13 +77,16 @@ class FeatureBank:
         normalize: str | None = None,
         keys: tuple[str, ...] = ("rhythm", "probe"),
         leads: list[str] | str | None = None,
+        window: int | None = None,
+        padding_as_signal: bool = False,
     ) -> None:
         check_input(store, model.config["ecg"])
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.store, self.batch_size, self.keys = model, store, batch_size, keys
         self.normalize = model_normalize(model, normalize)
-        self.dataset = SignalDataset(store, normalize=self.normalize, leads=leads)
+        self.dataset = SignalDataset(store, normalize=self.normalize, leads=leads, window=window,
+                                     padding_as_signal=padding_as_signal)  # fmt: skip
         self.leads = leads
         self._cache: dict[str, dict[int, np.ndarray]] = {k: {} for k in keys}
 
