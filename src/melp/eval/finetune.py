@@ -50,7 +50,8 @@ class _Classifier(torch.nn.Module):
     def __init__(self, model: Any, n_classes: int) -> None:
         super().__init__()
         self.model = model
-        probe = torch.zeros(1, 12, int(model.config["ecg"]["n_samples"]), device=_device(model))
+        ecg = model.config["ecg"]
+        probe = torch.zeros(1, int(ecg["in_leads"]), int(ecg["n_samples"]), device=_device(model))
         with eval_mode(model):
             dim = int(model.embed(probe)["probe"].shape[1])
         self.head = torch.nn.Linear(dim, n_classes)
@@ -144,11 +145,14 @@ def run_finetune(
     n_boot: int = 1000,
     figure: bool = True,
     name: str = "finetune",
+    save: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune for each label fraction and evaluate the best epoch on test (same outputs as the probe).
 
     ``name`` prefixes the written files and is the ``method`` field (e.g. ``finetune_random`` for
-    a randomly initialised model)."""
+    a randomly initialised model). With ``save``, the classifier of the largest fraction (fine-tuned
+    encoder, head, class names, thresholds at max F1 on the validation portion) is written there
+    (:func:`melp.eval.classifier.save_classifier`)."""
     from melp.eval.results import summarise_classification, write_classification
 
     check_compatible(model, store)
@@ -187,6 +191,21 @@ def run_finetune(
                 figure=figure,
             )
         results[f"{frac:g}"] = summary
+        if save is not None and frac == max(fractions):
+            from melp.eval.classifier import save_classifier
+
+            y_val, _ = label_matrix(store, task, splits.val)
+            meta = {**extra, "test_macro_auroc": summary["macro_auroc"]}
+            save_classifier(
+                save,
+                clf.model,
+                clf.head.weight,
+                clf.head.bias,
+                classes,
+                y_val,
+                _scores(clf, store, splits.val, cfg),
+                meta,
+            )
     combined = {
         "method": name,
         "task": task,

@@ -173,12 +173,15 @@ def run_probe(
     name: str = "probe",
     figure: bool = True,
     bank: FeatureBank | None = None,
+    save: str | Path | None = None,
 ) -> dict[str, Any]:
     """Linear probe for each label fraction; returns ``{"fractions": {f: summary}, ...}``.
 
     Each summary has the test ``macro_auroc`` (+ F1, accuracy, bootstrap CIs), the number of training
     records used, the best epoch and its val AUROC. With ``out``, writes ``{name}_{task}_{pct}.json``
-    (+ CSV/ROC) per fraction and ``{name}_{task}.json`` with all fractions.
+    (+ CSV/ROC) per fraction and ``{name}_{task}.json`` with all fractions. With ``save``, writes the
+    classifier of the largest fraction there (:func:`melp.eval.classifier.save_classifier`:
+    encoder, head, class names, per-class thresholds at max F1 on the validation portion).
     """
     from melp.eval.common import write_json
     from melp.eval.results import summarise_classification, write_classification
@@ -227,6 +230,31 @@ def run_probe(
             info["best_epoch"],
         )
         results[f"{frac:g}"] = summary
+        if save is not None and frac == max(fractions):
+            from melp.eval.classifier import save_classifier
+
+            meta = {
+                "method": name,
+                "task": task,
+                "fraction": frac,
+                "splits": splits.description,
+                "test_macro_auroc": summary["macro_auroc"],
+                "best_epoch": info["best_epoch"],
+                "best_val_auroc": info["best_val_auroc"],
+                "n_train": int(len(sel)),
+            }
+            save_classifier(
+                save,
+                model,
+                head.weight,
+                head.bias,
+                classes,
+                labels["val"],
+                predict_head(head, feats["val"]),
+                meta,
+                head.feat_mean,
+                head.feat_std,
+            )
     combined = {
         "method": name,
         "task": task,
