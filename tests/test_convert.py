@@ -165,8 +165,34 @@ def test_full_size_released_layout_maps_every_key(tmp_path):
         else:
             state[key] = torch.randn(shape, generator=g).to(torch.bfloat16)
     assert sum(v.numel() for k, v in state.items() if ".bn." not in k) == 65_593_857  # the release's count
-    save_file(state, str(tmp_path / "model.safetensors"))
-    report = convert_melp_encoder(tmp_path / "model.safetensors", tmp_path / "out")
+    hub = tmp_path / "MELP_Encoder"  # the Hub repository's layout: weights + transformers' flat config.json
+    hub.mkdir()
+    save_file(state, str(hub / "model.safetensors"))
+    flat = {
+        "architectures": ["MELPEncoderModel"],
+        "auto_map": {"AutoModel": "modeling_MELP_Encoder.MELPEncoderModel"},
+        "model_type": "melp",
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.47.0",
+        "model_size": "small",
+        "shared_emb_dim": 256,
+        "embed_dim_caption": 768,
+        "use_attentional_pool_contrast": True,
+        "use_attentional_pool_caption": True,
+        "n_queries_contrast": 14,
+        "n_queries_caption": 128,
+        "attn_pooler_heads": 8,
+        "proj": "linear",
+        "drop": 0.0,
+        "proj_bias": False,
+        "num_leads": 12,
+    }
+    (hub / "config.json").write_text(json.dumps(flat))
+    report = convert_melp_encoder(hub, tmp_path / "out")
+    assert report.notes[0] == f"config: {hub / 'config.json'}"
+    assert {"architectures", "auto_map", "model_type", "torch_dtype", "transformers_version"} <= set(
+        report.config_ignored
+    )
     dropped = {
         k.split("ecg_encoder.", 2)[-1] if k.startswith("ecg_encoder.ecg_encoder.") else k[12:]
         for k in report.dropped
@@ -277,11 +303,20 @@ def test_ecg_fm_backbone_converts_with_its_lead_order(tmp_path, one_thread):
     from melp.models.wav2vec2 import Wav2Vec2Encoder
 
     fairseq_cfg = {  # a fairseq model config (cfg["model"]), 12 layers like ECG-FM, small widths
-        "_name": "wav2vec2_cmsc", "encoder_layers": 12, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
-        "encoder_attention_heads": 4, "conv_feature_layers": "[(16, 2, 2)] * 4", "conv_pos": 8,
-        "conv_pos_groups": 4, "in_d": 12, "dropout_input": 0.1, "feature_grad_mult": 0.1, "mask_prob": 0.65,
+        "_name": "wav2vec2_cmsc",
+        "encoder_layers": 12,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 4,
+        "conv_feature_layers": "[(16, 2, 2)] * 4",
+        "conv_pos": 8,
+        "conv_pos_groups": 4,
+        "in_d": 12,
+        "dropout_input": 0.1,
+        "feature_grad_mult": 0.1,
+        "mask_prob": 0.65,
         "normalize": "${task.normalize}",
-    }  # fmt: skip
+    }
     ecg = {"conv_layers": [[16, 2, 2]] * 4, "width": 32, "layers": 12, "heads": 4, "ffn": 64}
     ecg.update(pos_conv_kernel=8, pos_conv_groups=4, sample_rate=500, n_samples=2500)
     torch.manual_seed(3)

@@ -466,7 +466,7 @@ def test_eval_commands_default_to_the_models_normalisation(tiny, capsys):
     args = [
         "embed",
         "--model",
-        str(tmp / "model_z"),
+        str(tmp / "model_z" / "model.safetensors"),  # the CLI takes the folder or its weights file
         "--data",
         str(store.path),
         "--device",

@@ -301,3 +301,6 @@ def test_cli_push_prepare_only_and_download_error(model, tmp_path, capsys, no_hu
     run = _run_dir(model, tmp_path)
     assert main(["push", str(run / "best_model"), "me/x", "--prepare-only", str(tmp_path / "up")]) == 0
     assert "nothing sent" in capsys.readouterr().out and (tmp_path / "up" / "README.md").is_file()
+    _fake_hub_cache(run / "best_model", tmp_path / "cache", "me/cached")
+    assert main(["download", "me/cached", "--cache-dir", str(tmp_path / "cache")]) == 0  # already cached
+    assert capsys.readouterr().out.strip().endswith("snapshots/" + "a" * 40) and no_hub == []

@@ -127,6 +127,7 @@ def load_classifier(directory: str | Path, device: str | None = None) -> Classif
     import melp
 
     root = Path(directory)
+    root = root.parent if root.is_file() else root  # the folder or a file in it (model.safetensors)
     for name in (CLASSIFIER, HEAD):
         if not (root / name).is_file():
             raise FileNotFoundError(
