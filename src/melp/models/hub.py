@@ -64,6 +64,113 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _contract_section(e: dict) -> list[str]:
+    return [
+        "## Input contract",
+        "",
+        f"- shape `(B, {e['in_leads']}, {e['n_samples']})`: {e['n_samples']} samples = "
+        f"{e['n_samples'] / e['sample_rate']:g} s at {e['sample_rate']:g} Hz",
+        f"- leads, in this order: {', '.join(e['leads'])}",
+        f"- normalisation: `{e['normalize']}` per record, over the valid (unpadded) samples",
+        "- `model.preprocess(signal, fs, lead_names)` turns a raw record (any lead order and rate, mV) "
+        "into this input",
+        "",
+    ]
+
+
+def _architecture_section(config: dict, n_params: int) -> list[str]:
+    e, t, h = config["ecg"], config["text"], config["heads"]
+    lines = ["## Architecture", ""]
+    if e["type"] == "wav2vec2":
+        stem = " -> ".join(f"conv({c}, k{k}, s{s})" for c, k, s in e["conv_layers"])
+        lines.append(
+            f"- ECG encoder: wav2vec 2.0-style, stem {stem}; {e['layers']} post-LN transformer layers, width "
+            f"{e['width']}, {e['heads']} heads, FFN {e['ffn']}; positional conv kernel {e['pos_conv_kernel']}, "
+            f"{e['pos_conv_groups']} groups"
+        )
+    else:
+        lines.append(f"- ECG encoder: {e['type']} (channels {e.get('channels')}, blocks {e.get('blocks')})")
+    lines.append(
+        f"- beat pooler: {h['n_beat_queries']} queries, {h['beat_heads']} heads, shared space D = "
+        f"{config['embed_dim']}; caption pooler: {h['n_caption_queries']} queries, {h['caption_heads']} heads"
+    )
+    if t is not None:
+        lines.append(
+            f"- text tower: `{t['name_or_path']}` ({'causal' if t['causal'] else 'bidirectional'}, max length "
+            f"{t['max_length']}); caption decoder: {config['decoder']['layers']} layers"
+        )
+    return lines + [f"- parameters: {n_params:,}", ""]
+
+
+def _training_section(run: dict | None, conversion: dict | None, classifier: dict | None) -> list[str]:
+    lines = ["## Training", ""]
+    if run and "config" in run:
+        rc = run["config"]
+        data, tr, opt, loss = (rc.get(k, {}) for k in ("data", "trainer", "optim", "loss"))
+        lines.append(
+            f"- data: store `{data.get('store')}` (split {data.get('split')}, folds {data.get('folds')}, "
+            f"limit {data.get('limit') or 'none'}), normalisation {data.get('normalize')}, lead masking p = "
+            f"{data.get('lead_mask_p')}, batch {data.get('batch_size')} per device"
+        )
+        lines.append(
+            f"- steps: max_steps {tr.get('max_steps')}, max_epochs {tr.get('max_epochs')}, devices "
+            f"{tr.get('devices')}, precision {tr.get('precision')}; AdamW lr {opt.get('lr')}, weight decay "
+            f"{opt.get('weight_decay')}; loss weights clip/caption/beat {loss.get('clip')}/{loss.get('caption')}/"
+            f"{loss.get('beat')}; model {rc.get('model', {}).get('name')}, seed {rc.get('seed')}"
+        )
+    if run and "summary" in run:
+        s = run["summary"]
+        lines.append(
+            f"- run: {s.get('global_step')} of {s.get('total_steps')} steps in {_fmt(s.get('seconds'))} s; "
+            f"best val/mean_auroc {_fmt(s.get('best_score'))}"
+        )
+    if conversion:
+        lines.append(
+            f"- converted with `melp convert {conversion['family']}` from `{Path(conversion['source']).name}` "
+            f"(sha256 `{conversion['source_sha256'][:16]}...`): {len(conversion['mapped'])} tensors mapped, "
+            f"{len(conversion['dropped'])} pretraining-only tensors dropped, initialised here: "
+            f"{', '.join(conversion['initialised']) or 'none'}"
+        )
+    if classifier:
+        lines.append(
+            f"- classifier: {classifier.get('method')} on task `{classifier.get('task')}` "
+            f"({len(classifier['classes'])} classes: {', '.join(classifier['classes'])}), "
+            f"{classifier.get('splits')}; thresholds: {classifier.get('threshold_rule')}"
+        )
+    if not (run or conversion or classifier):
+        lines.append("- no training record was given (pass the pretraining run folder to describe it)")
+    return lines + [""]
+
+
+def _metrics_section(run: dict | None, results: list[tuple[str, dict]], classifier: dict | None) -> list[str]:
+    rows = []
+    if run and run.get("summary", {}).get("best_score") is not None:
+        best = _fmt(run["summary"]["best_score"])
+        rows.append(("pretraining validation", "val/mean_auroc (zero-shot, best checkpoint)", best))
+    if classifier and classifier.get("test_macro_auroc") is not None:
+        name = f"{classifier.get('method')} {classifier.get('task')}"
+        rows.append((name, "test macro AUROC", _fmt(classifier["test_macro_auroc"])))
+    for name, res in results:
+        for key in ("macro_auroc", "macro_f1", "R@1", "R@10", "bleu4", "rougeL"):
+            if key in res:
+                rows.append((f"{res.get('method', name)} {res.get('task', '')}".strip(), key, _fmt(res[key])))
+        for key in ("ecg_to_report", "report_to_ecg"):
+            if isinstance(res.get(key), dict):
+                r = res[key]
+                rows.append(
+                    (f"retrieval {key}", "R@1 / R@10", f"{_fmt(r.get('R@1'))} / {_fmt(r.get('R@10'))}")
+                )
+    lines = ["## Metrics", ""]
+    if not rows:
+        return lines + ["No evaluation results were given.", ""]
+    return (
+        lines
+        + ["| evaluation | metric | value |", "|---|---|---|"]
+        + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        + [""]
+    )
+
+
 def model_card(
     config: dict,
     n_params: int,
@@ -82,138 +189,26 @@ def model_card(
         results: (file name, result JSON) pairs; conversion / classifier: those JSON files' content.
         repo_id: the repository the card is for (usage snippet).
     """
-    e, t, h = config["ecg"], config["text"], config["heads"]
     meta = meta or {}
-    lines = ["---", "library_name: melp", "tags:", "- ecg", "- electrocardiogram", "- melp"]
-    lines += ["pipeline_tag: feature-extraction", "---", "", f"# {config['name']}", ""]
-    kind = "encoder-only MELP model (ECG encoder and poolers, no text tower)" if t is None else "MELP model"
-    lines += [
-        f"A {kind}, saved by melp {meta.get('melp_version', '?')} (config hash `{meta.get('config_hash', '?')[:16]}`).",
-        "",
+    header = ["---", "library_name: melp", "tags:", "- ecg", "- electrocardiogram", "- melp"]
+    header += ["pipeline_tag: feature-extraction", "---", "", f"# {config['name']}", ""]
+    kind = "A MELP model" if config["text"] is not None else "An encoder-only MELP model (no text tower)"
+    digest = str(meta.get("config_hash") or "?")[:16]
+    header += [f"{kind}, saved by melp {meta.get('melp_version', '?')} (config hash `{digest}`).", ""]
+    usage = ["## Use", "", "```python", "import melp", f"model = melp.load_model({(repo_id or 'PATH')!r})"]
+    usage += ["ecg, valid = model.preprocess(signal, fs, lead_names)   # one raw record -> model input"]
+    usage += ["emb = model.embed(ecg[None])                           # rhythm, beats, probe embeddings"]
+    if config["text"] is not None:
+        usage += ["z_e, z_t = model.encode_ecg(ecg[None]), model.encode_text('sinus rhythm.')"]
+    sections = [
+        header,
+        _contract_section(config["ecg"]),
+        _architecture_section(config, n_params),
+        _training_section(run, conversion, classifier),
+        _metrics_section(run, results or [], classifier),
+        usage + ["```", ""],
     ]
-    lines += ["## Input contract", ""]
-    lines += [
-        f"- shape `(B, {e['in_leads']}, {e['n_samples']})`: {e['n_samples']} samples = "
-        f"{e['n_samples'] / e['sample_rate']:g} s at {e['sample_rate']:g} Hz",
-        f"- leads, in this order: {', '.join(e['leads'])}",
-        f"- normalisation: `{e['normalize']}` per record, over the valid (unpadded) samples",
-        "- `model.preprocess(signal, fs, lead_names)` turns a raw record (any lead order and rate, mV) into this input",
-        "",
-    ]
-    lines += ["## Architecture", ""]
-    if e["type"] == "wav2vec2":
-        stem = " -> ".join(f"conv({c}, k{k}, s{s})" for c, k, s in e["conv_layers"])
-        lines.append(
-            f"- ECG encoder: wav2vec 2.0-style, stem {stem}; {e['layers']} post-LN transformer layers, width "
-            f"{e['width']}, {e['heads']} heads, FFN {e['ffn']}; positional conv kernel {e['pos_conv_kernel']}, "
-            f"{e['pos_conv_groups']} groups"
-        )
-    else:
-        lines.append(
-            f"- ECG encoder: {e['type']} ({_fmt({k: v for k, v in e.items() if k in ('channels', 'blocks')})})"
-        )
-    lines.append(
-        f"- beat pooler: {h['n_beat_queries']} queries, {h['beat_heads']} heads, shared space D = {config['embed_dim']}; "
-        f"caption pooler: {h['n_caption_queries']} queries, {h['caption_heads']} heads"
-    )
-    if t is not None:
-        lines.append(
-            f"- text tower: `{t['name_or_path']}` ({'causal' if t['causal'] else 'bidirectional'}, max length "
-            f"{t['max_length']}); caption decoder: {config['decoder']['layers']} layers"
-        )
-    lines += [f"- parameters: {n_params:,}", ""]
-    lines += ["## Training", ""]
-    if run and "config" in run:
-        rc = run["config"]
-        data, tr, opt, loss = (
-            rc.get("data", {}),
-            rc.get("trainer", {}),
-            rc.get("optim", {}),
-            rc.get("loss", {}),
-        )
-        lines.append(
-            f"- data: store `{data.get('store')}` (split {data.get('split')}, folds {data.get('folds')}, "
-            f"limit {data.get('limit') or 'none'}), normalisation {data.get('normalize')}, lead masking p = "
-            f"{data.get('lead_mask_p')}, batch {data.get('batch_size')} per device"
-        )
-        lines.append(
-            f"- steps: max_steps {tr.get('max_steps')}, max_epochs {tr.get('max_epochs')}, devices "
-            f"{tr.get('devices')}, precision {tr.get('precision')}; AdamW lr {opt.get('lr')}, weight decay "
-            f"{opt.get('weight_decay')}; loss weights clip/caption/beat {loss.get('clip')}/{loss.get('caption')}/"
-            f"{loss.get('beat')}; model {rc.get('model', {}).get('name')}, seed {rc.get('seed')}"
-        )
-    if run and "summary" in run:
-        s = run["summary"]
-        lines.append(
-            f"- run: {s.get('global_step')} of {s.get('total_steps')} steps in {_fmt(s.get('seconds'))} s; best "
-            f"val/mean_auroc {_fmt(s.get('best_score'))}"
-        )
-    if conversion:
-        lines.append(
-            f"- converted with `melp convert {conversion['family']}` from `{Path(conversion['source']).name}` "
-            f"(sha256 `{conversion['source_sha256'][:16]}...`): {len(conversion['mapped'])} tensors mapped, "
-            f"{len(conversion['dropped'])} pretraining-only tensors dropped, initialised here: "
-            f"{', '.join(conversion['initialised']) or 'none'}"
-        )
-    if classifier:
-        lines.append(
-            f"- classifier: {classifier.get('method')} on task `{classifier.get('task')}` "
-            f"({len(classifier['classes'])} classes: {', '.join(classifier['classes'])}), {classifier.get('splits')}; "
-            f"thresholds: {classifier.get('threshold_rule')}"
-        )
-    if not (run or conversion or classifier):
-        lines.append("- no training record was given (pass the pretraining run folder to describe it)")
-    lines += ["", "## Metrics", ""]
-    rows = []
-    if run and run.get("summary", {}).get("best_score") is not None:
-        rows.append(
-            (
-                "pretraining validation",
-                "val/mean_auroc (zero-shot, best checkpoint)",
-                _fmt(run["summary"]["best_score"]),
-            )
-        )
-    if classifier and classifier.get("test_macro_auroc") is not None:
-        rows.append(
-            (
-                f"{classifier.get('method')} {classifier.get('task')}",
-                "test macro AUROC",
-                _fmt(classifier["test_macro_auroc"]),
-            )
-        )
-    for name, res in results or []:
-        for key in ("macro_auroc", "macro_f1", "R@1", "R@10", "bleu4", "rougeL"):
-            if key in res:
-                rows.append((f"{res.get('method', name)} {res.get('task', '')}".strip(), key, _fmt(res[key])))
-        for key in ("ecg_to_report", "report_to_ecg"):
-            if isinstance(res.get(key), dict):
-                rows.append(
-                    (
-                        f"retrieval {key}",
-                        "R@1 / R@10",
-                        f"{_fmt(res[key].get('R@1'))} / {_fmt(res[key].get('R@10'))}",
-                    )
-                )
-    if rows:
-        lines += ["| evaluation | metric | value |", "|---|---|---|"] + [
-            f"| {a} | {b} | {c} |" for a, b, c in rows
-        ]
-    else:
-        lines.append("No evaluation results were given.")
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "import melp",
-        f"model = melp.load_model({(repo_id or 'PATH')!r})",
-    ]
-    lines += ["ecg, valid = model.preprocess(signal, fs, lead_names)   # one raw record -> model input"]
-    lines += ["emb = model.embed(ecg[None])                           # rhythm, beats, probe embeddings"]
-    if t is not None:
-        lines += ["z_e, z_t = model.encode_ecg(ecg[None]), model.encode_text('sinus rhythm.')"]
-    lines += ["```", ""]
-    return "\n".join(lines)
+    return "\n".join(line for section in sections for line in section)
 
 
 def prepare_upload(

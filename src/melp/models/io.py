@@ -77,7 +77,7 @@ def save_model(model: Any, directory: str | Path) -> Path:
     return out
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
     """True for a string that names (or tries to name) a local file or folder rather than a hub id."""
     if text.startswith((".", "/", "~")) or "\\" in text or (os.sep != "/" and os.sep in text):
         return True
@@ -115,7 +115,7 @@ def resolve_model_dir(
         return path.parent
     if path.is_dir():
         return path
-    if isinstance(path_or_id, os.PathLike) or _looks_like_path(text):
+    if isinstance(path_or_id, os.PathLike) or looks_like_path(text):
         raise FileNotFoundError(
             f"no such model folder: {text!r} (looked for {path.absolute()}); a model folder holds {CONFIG} "
             f"and {WEIGHTS} (written by save_pretrained or `melp convert`). A Hugging Face hub id is "

