@@ -75,13 +75,16 @@ def test_wav2vec2_padded_record_equals_the_record_at_its_own_length():
     torch.manual_seed(0)
     model = melp.create_model("melp-test").eval()
     x = torch.randn(1, 12, 1000)
+
+    def heads(tokens, mask):  # both poolers on encoder tokens (the model's public input is fixed-length)
+        return (*model.beat_embeddings(tokens, mask), model.caption_context(tokens, mask))
+
     with torch.no_grad():
-        own = model.embed(x[:, :, :600])  # no padding at all (T = 600)
-        padded = model.embed(
-            torch.cat([x[:, :, :600], torch.randn(1, 12, 400)], -1), lengths=torch.tensor([600])
-        )
-    for key in ("rhythm", "beats", "probe"):
-        torch.testing.assert_close(padded[key], own[key], rtol=0, atol=1e-5)
+        own = heads(*model.ecg_encoder(x[:, :, :600]))  # the record at its own length: no padding at all
+        noisy = torch.cat([x[:, :, :600], torch.randn(1, 12, 400)], -1)
+        padded = heads(*model.ecg_tokens(noisy, torch.tensor([600])))
+    for got, want in zip(padded, own):  # probe (pre-P), beats (after P), caption tokens
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
 def test_wav2vec2_masked_group_norm_equals_the_unpadded_record():

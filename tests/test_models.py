@@ -259,9 +259,15 @@ def test_create_model_loads_named_text_checkpoint_weights():
     assert model.decoder.ln_final.normalized_shape == (384,)
 
 
-def test_wrong_lead_count_is_rejected(test_model):
-    with pytest.raises(ValueError, match=r"\(B, 12, T\)"):
-        test_model.encode_ecg(torch.randn(2, 8, 1000))
+def test_wrong_lead_count_or_length_is_rejected_naming_the_contract(test_model):
+    for bad in (torch.randn(2, 8, 1000), torch.randn(2, 12, 999), torch.randn(12, 1000)):
+        for call in (test_model.encode_ecg, test_model.embed, test_model.ecg_tokens):
+            with pytest.raises(
+                ValueError, match=r"expects \(B, 12, 1000\): leads I, II, III, aVR, aVF.*100 Hz"
+            ):
+                call(bad)
+    with pytest.raises(ValueError, match=r"model.preprocess"):
+        test_model(torch.randn(2, 12, 500), **test_model.tokenize(["sinus rhythm."] * 2))
 
 
 def test_attention_maps_values(test_model):

@@ -305,3 +305,56 @@ def test_store_rate_mismatch_is_explained(store, tmp_path):
     cfg = _cfg(store, tmp_path, "model.overrides.ecg.sample_rate=500", "model.overrides.ecg.n_samples=5000")
     with pytest.raises(ValueError, match=r"--rate 500 --seconds 10"):
         pretrain(cfg)
+
+
+# --------------------------------------------------------------------------- warm start from released weights
+
+
+def test_pretraining_warm_starts_from_a_converted_encoder(store, tmp_path):
+    """model.init = an encoder-only folder (melp convert): the ECG side starts from it, the text side
+    is built from the config; data.normalize is written into the saved model's config."""
+    import json
+
+    import melp
+    from melp.models.convert import convert_melp_encoder
+    from melp.train.run import build_model, pretrain
+
+    golden = DATA / "golden"
+    (tmp_path / "cfg.json").write_text(
+        json.dumps(json.loads((golden / "melp_encoder_small.json").read_text())["small_config"])
+    )
+    convert_melp_encoder(
+        golden / "melp_encoder_small.safetensors", tmp_path / "enc", tmp_path / "cfg.json", 100, 1000
+    )
+    encoder = melp.load_model(tmp_path / "enc")
+    text = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    cfg = _cfg(
+        store,
+        tmp_path / "out",
+        f"model.init={tmp_path / 'enc'}",
+        "trainer.max_steps=2",
+        "data.normalize=zscore",
+    )
+    cfg.model.overrides = {"text": {"from_config": {**text, "max_position_embeddings": 64}}}
+    model = build_model(cfg)  # caption pooler (64 wide) feeds a 64-wide text tower
+    assert model.has_text and model.config["ecg"]["normalize"] == "zscore"
+    start = model.state_dict()
+    assert all(torch.equal(start[k], v) for k, v in encoder.state_dict().items())
+    summary = pretrain(cfg)
+    best = melp.load_model(summary["best_model"])
+    assert best.has_text and best.config["ecg"]["normalize"] == "zscore"
+    assert (
+        json.loads((Path(summary["best_model"]) / "config.json").read_text())["ecg"]["normalize"] == "zscore"
+    )
+    moved = [
+        k
+        for k, v in encoder.state_dict().items()
+        if not torch.equal(summary["module"].model.state_dict()[k], v)
+    ]
+    assert any(k.startswith("ecg_encoder.") for k in moved)  # it trained from there
+    full = _cfg(store, tmp_path / "o2", f"model.init={summary['best_model']}", "model.text=minilm")
+    with pytest.raises(ValueError, match="saved full model"):
+        build_model(full)
+    bad = _cfg(store, tmp_path / "o3", f"model.init={tmp_path / 'enc'}")  # melp-test text: 32 wide
+    with pytest.raises(ValueError, match="caption pooler is 64 wide and the text tower 32"):
+        build_model(bad)

@@ -1,4 +1,4 @@
-"""`melp zeroshot | probe | finetune | retrieve | generate | identify | embed`.
+"""`melp zeroshot | probe | finetune | predict | retrieve | generate | identify | embed | benchmark`.
 
 Thin wrappers: parse, load the model and store, call the library functions, print a summary.
 """
@@ -25,7 +25,17 @@ def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
         "--normalize",
         default=None,
         choices=["minmax", "zscore"],
-        help="per-record normalisation (default: the one the model was trained with, from its config)",
+        help="per-record normalisation (default: the model's own, config ecg.normalize)",
+    )
+
+
+def _leads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--leads",
+        type=lead_list,
+        default=None,
+        help="use only these leads, e.g. I,II,V2 (the others are masked as random lead masking does in "
+        "training); default: all 12",
     )
 
 
@@ -38,6 +48,16 @@ def _portion(p: argparse.ArgumentParser) -> None:
         help="evaluate this split (default: test if the store has one, else val)",
     )
     g.add_argument("--folds", type=int, nargs="+", default=None, help="evaluate these folds (e.g. 9)")
+
+
+def _save_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--save",
+        default=None,
+        metavar="DIR",
+        help="keep the classifier of the largest fraction (encoder, head, class names, per-class "
+        "thresholds at max F1 on the validation portion) for `melp predict --model DIR`",
+    )
 
 
 def _fold_options(p: argparse.ArgumentParser) -> None:
@@ -69,7 +89,26 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     store = ECGStore(args.data)
     model = melp.load_model(args.model).to(pick_device(args.device)).eval()
+    own = model.config["ecg"]["normalize"]
+    if args.normalize is None:
+        args.normalize = own
+    elif args.normalize != own:
+        log.warning("--normalize %s differs from the model's own %s normalisation", args.normalize, own)
     return model, store
+
+
+def _text_missing(model: Any, args: argparse.Namespace) -> bool:
+    """Log one line and return True when ``model`` has no text tower (encoder-only)."""
+    if model.has_text:
+        return False
+    log.error(
+        "melp %s needs a text tower, but %s is encoder-only (embed, probe, finetune, predict and identify "
+        "work); give it one by pretraining with model.init=%s (docs/model.md)",
+        args.command,
+        args.model,
+        args.model,
+    )
+    return True
 
 
 def _rows(args: argparse.Namespace, store: Any):
@@ -82,6 +121,8 @@ def _zeroshot(args: argparse.Namespace) -> int:
     from melp.eval.zeroshot import run_zeroshot
 
     model, store = _load(args)
+    if _text_missing(model, args):
+        return 2
     rows = _rows(args, store)
     for task in args.task:
         res = run_zeroshot(
@@ -95,6 +136,7 @@ def _zeroshot(args: argparse.Namespace) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             normalize=args.normalize,
+            leads=args.leads,
         )
         ci = res.get("ci", {}).get("auroc", {})
         print(
@@ -152,14 +194,25 @@ def _probe(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         batch_size=args.batch_size,
         normalize=args.normalize,
+        leads=args.leads,
         name="probe_random" if args.random_init else "probe",
+        save=args.save,
     )
     for frac, r in res["fractions"].items():
         print(
             f"probe {res['task']} {float(frac) * 100:g}% (n={r['n_train']}): test macro AUROC "
             f"{r['macro_auroc']:.4f} (best epoch {r['best_epoch']})"
         )
+    _print_saved(args, res)
     return 0
+
+
+def _print_saved(args: argparse.Namespace, res: dict) -> None:
+    if args.save:
+        frac = max(float(f) for f in res["fractions"])
+        print(
+            f"saved the {frac * 100:g}% classifier to {args.save} (use: melp predict --model {args.save} ...)"
+        )
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -188,11 +241,56 @@ def _finetune(args: argparse.Namespace) -> int:
         config=cfg,
         n_boot=args.n_boot,
         name="finetune_random" if args.random_init else "finetune",
+        save=args.save,
     )
     for frac, r in res["fractions"].items():
         print(
             f"{res['method']} {res['task']} {float(frac) * 100:g}%: test macro AUROC {r['macro_auroc']:.4f}"
         )
+    _print_saved(args, res)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from melp.eval.classifier import load_classifier, predict_record, predict_store
+    from melp.eval.features import pick_device
+
+    clf = load_classifier(args.model, device=str(pick_device(args.device)))
+    if args.data:
+        from melp.data.store import ECGStore
+
+        store = ECGStore(args.data)
+        rows = _rows(args, store) if (args.split or args.folds) else np.arange(len(store))
+        frame = predict_store(clf, store, rows, batch_size=args.batch_size, leads=args.leads)
+    else:
+        frame = predict_record(
+            clf, args.record, leads=args.npy_leads, rate=args.npy_rate, use_leads=args.leads
+        )
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False, float_format="%.5f")
+    with pd.option_context("display.width", 120):
+        if len(frame) == 1:
+            print(f"{frame['id'][0]} ({clf.info.get('task')}, {clf.info.get('method')}):")
+            for k, c in enumerate(clf.classes):
+                thr = clf.thresholds[k]
+                pred = frame[f"pred_{c}"][0]
+                mark = "n/a (no threshold)" if pd.isna(pred) else ("POSITIVE" if pred else "-")
+                thr_s = "  -  " if thr is None else f"{thr:.3f}"
+                print(f"  {c:<12} p={frame[f'p_{c}'][0]:.3f}  threshold {thr_s}  {mark}")
+        else:
+            print(f"{len(frame)} records scored ({clf.info.get('task')}); predicted positives per class:")
+            for c in clf.classes:
+                print(
+                    f"  {c:<12} {int(frame[f'pred_{c}'].fillna(0).sum()):>6}  mean p={frame[f'p_{c}'].mean():.3f}"
+                )
+    if args.out:
+        print(f"wrote {len(frame)} rows to {args.out}")
     return 0
 
 
@@ -200,6 +298,8 @@ def _retrieve(args: argparse.Namespace) -> int:
     from melp.eval.retrieval import run_retrieval
 
     model, store = _load(args)
+    if _text_missing(model, args):
+        return 2
     res = run_retrieval(
         model, store, _rows(args, store), out=args.out, batch_size=args.batch_size, normalize=args.normalize
     )
@@ -216,6 +316,8 @@ def _generate(args: argparse.Namespace) -> int:
     from melp.models.generation import MAX_LENGTH
 
     model, store = _load(args)
+    if _text_missing(model, args):
+        return 2
     rows = _rows(args, store)
     if args.limit:
         rows = rows[: args.limit]
@@ -260,7 +362,9 @@ def _embed(args: argparse.Namespace) -> int:
     check_embeddings_path(args.out)  # before any work
     model, store = _load(args)
     rows = _rows(args, store) if (args.split or args.folds) else None
-    emb = embed_store(model, store, rows, batch_size=args.batch_size, normalize=args.normalize)
+    emb = embed_store(
+        model, store, rows, batch_size=args.batch_size, normalize=args.normalize, leads=args.leads
+    )
     path = save_embeddings(emb, args.out)
     print(
         f"wrote {len(emb['id'])} embeddings (rhythm {emb['rhythm'].shape[1:]}, beats {emb['beats'].shape[1:]}, "
@@ -274,6 +378,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("zeroshot", help="zero-shot classification with class prompts")
     _common(p)
     _portion(p)
+    _leads_option(p)
     p.add_argument("--task", nargs="+", required=True, help="task name(s) in the store")
     p.add_argument("--prompts", default=None, help="prompt JSON {code: [phrasing, ...]} (default: shipped)")
     p.add_argument(
@@ -288,11 +393,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="linear probe on the frozen encoder (1/10/100%% labels)")
     _common(p)
     _fold_options(p)
+    _leads_option(p)
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
     p.add_argument("--epochs", type=int_at_least(1), default=100)
     p.add_argument("--patience", type=int_at_least(1), default=5)
     p.add_argument("--random-init", action="store_true", help="baseline: same architecture, random weights")
+    _save_option(p)
     p.set_defaults(func=_probe)
 
     p = sub.add_parser("finetune", help="full fine-tuning (encoder unfrozen) with a linear head")
@@ -308,7 +415,32 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="baseline: train the same architecture from random weights (fully supervised)",
     )
+    _save_option(p)
     p.set_defaults(func=_finetune, batch_size=64)
+
+    p = sub.add_parser(
+        "predict",
+        help="score a store or one raw record with a classifier saved by probe/finetune --save",
+        description="Per-class probabilities and decisions (thresholds at max F1 on the validation "
+        "portion of the saving run). A single record may have any lead order and rate: it goes "
+        "through the model's own preprocessing (reorder, resample, crop/pad, normalise).",
+    )
+    p.add_argument("--model", required=True, help="classifier folder (melp probe/finetune --save DIR)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="store folder written by `melp prepare`")
+    src.add_argument("--record", help="one WFDB record (path, with or without .hea) or a .npy (L, T) file")
+    p.add_argument(
+        "--npy-leads", nargs="+", default=None, help=".npy without sidecar: its lead names in row order"
+    )
+    p.add_argument(
+        "--npy-rate", type=positive_float, default=None, help=".npy without sidecar: its sampling rate in Hz"
+    )
+    _leads_option(p)
+    p.add_argument("--out", default=None, help="CSV file for id, p_<class>..., pred_<class>...")
+    p.add_argument("--batch-size", type=int_at_least(1), default=128)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    _portion(p)
+    p.set_defaults(func=_predict)
 
     p = sub.add_parser("retrieve", help="ECG<->report retrieval: recall@1/5/10, median rank")
     _common(p)
@@ -336,6 +468,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="export rhythm/beat/probe embeddings to .parquet or .npy")
     _common(p)
     _portion(p)
+    _leads_option(p)
     p.set_defaults(func=_embed)
 
     p = sub.add_parser(
