@@ -76,6 +76,10 @@ def test_named_configs_pin_the_paper_setup():
     p = load_config("melp-paper")
     assert (p.optim.lr, p.optim.weight_decay, p.optim.betas) == (2e-4, 0.2, [0.9, 0.95])
     assert (p.loss.clip, p.loss.caption, p.loss.beat) == (1.0, 2.0, 0.2)
+    assert (
+        p.loss.soft_duplicates is False and PretrainConfig().loss.soft_duplicates is False
+    )  # the paper's targets
+    assert load_config("melp-tiny").loss.soft_duplicates is True  # the CPU recipe's documented deviation
     assert (p.data.batch_size, p.trainer.devices, p.trainer.precision) == (64, 4, "bf16-mixed")
     assert p.model.name == "melp-small" and p.model.text == "fuyingw/heart_bert"
     t = load_config("melp-tiny")
