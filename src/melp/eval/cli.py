@@ -9,17 +9,28 @@ import argparse
 import logging
 from typing import Any
 
-from melp.cli_args import int_at_least, nonneg_float, positive_float
+from melp.cli_args import (
+    device,
+    int_at_least,
+    nonneg_float,
+    open_fraction,
+    output_file,
+    output_folder,
+    positive_float,
+    unit_fraction,
+)
 
 log = logging.getLogger("melp.eval")
 
 
-def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, out_required: bool = True, out_type=output_folder) -> None:
     p.add_argument("--model", required=True, help="saved model folder (save_pretrained) or hub id")
     p.add_argument("--data", required=True, help="store folder written by `melp prepare`")
-    p.add_argument("--out", required=out_required, help="output folder")
+    p.add_argument("--out", required=out_required, type=out_type, help="output folder")
     p.add_argument("--batch-size", type=int_at_least(1), default=128)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
     p.add_argument(
         "--normalize",
         default=None,
@@ -42,18 +53,18 @@ def _portion(p: argparse.ArgumentParser) -> None:
 def _fold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="task name in the store (e.g. super_class, icbeb)")
     p.add_argument(
-        "--fractions", type=float, nargs="+", default=None, help="label fractions, e.g. 0.01 0.1 1"
+        "--fractions", type=unit_fraction, nargs="+", default=None, help="label fractions, e.g. 0.01 0.1 1"
     )
     p.add_argument("--train-folds", type=int, nargs="+", default=None)
     p.add_argument("--val-folds", type=int, nargs="+", default=None)
     p.add_argument("--test-folds", type=int, nargs="+", default=None)
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=open_fraction,
         default=0.1,
         help="without val folds: share of training patients held out for early stopping",
     )
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--n-boot", type=int_at_least(0), default=1000)
     p.add_argument("--seed", type=int, default=42)
 
 
@@ -78,6 +89,7 @@ def _zeroshot(args: argparse.Namespace) -> int:
 
     model, store = _load(args)
     rows = _rows(args, store)
+    _check_zeroshot_tasks(store, args.task, args.prompts)  # every task and prompt before any output
     for task in args.task:
         res = run_zeroshot(
             model,
@@ -98,6 +110,18 @@ def _zeroshot(args: argparse.Namespace) -> int:
             f"max-F1 {res['macro_f1']:.4f}  n={res['n']}"
         )
     return 0
+
+
+def _check_zeroshot_tasks(store: Any, tasks: list[str], prompts: str | None) -> None:
+    """KeyError/ValueError (one line) for a task the store lacks or a class without a prompt, raised
+    before the first task writes its results (no partial outputs)."""
+    from melp.data.tasks import resolve_task
+    from melp.eval.prompts import load_prompts, prompts_for
+
+    table = load_prompts(prompts)
+    for task in tasks:
+        name = resolve_task(store, task)
+        prompts_for(store.tasks[name], table, name)
 
 
 def _splits(args: argparse.Namespace, store: Any):
@@ -333,7 +357,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_identify)
 
     p = sub.add_parser("embed", help="export rhythm/beat/probe embeddings to .parquet or .npy")
-    _common(p)
+    _common(p, out_type=output_file(".parquet", ".npy"))
     _portion(p)
     p.set_defaults(func=_embed)
 

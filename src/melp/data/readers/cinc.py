@@ -54,12 +54,23 @@ def load_dx_mapping(path: str | Path = DX_MAPPING) -> dict[str, str]:
 
 
 def parse_header_comments(hea: Path) -> dict[str, str]:
-    """``# Key: value`` comment lines of a WFDB header -> {key.lower(): value} (first one wins)."""
+    """``# Key: value`` comment lines of a WFDB header -> {key.lower(): value} (first one wins).
+
+    Raises ValueError (``bad Dx: ...``) when the header carries two ``# Dx:`` lines that differ
+    (which one holds the diagnosis is unknown) or a ``# Dx`` line without its colon."""
     out: dict[str, str] = {}
     for line in wfdb_format.parse_header(hea).comments:
         if ":" in line:
             key, value = line.split(":", 1)
-            out.setdefault(key.strip().lower(), value.strip())
+            key, value = key.strip().lower(), value.strip()
+            if key == "dx" and key in out and out[key] != value:
+                raise ValueError(
+                    f"bad Dx: the header has two different '# Dx:' lines ({out[key]!r} and {value!r}); "
+                    "which one is right is unknown"
+                )
+            out.setdefault(key, value)
+        elif line.split()[:1] and line.split()[0].lower() == "dx":
+            raise ValueError(f"bad Dx: comment line {line!r} has no ':' after Dx")
     return out
 
 

@@ -17,7 +17,8 @@ the first to the last sample where any lead is non-zero. Labels (task ``code``) 
 column name: 1dAVb->1AVB, RBBB, LBBB, SB, AF->AFIB, ST; every cell must be an accepted label
 spelling (``True``/``False``, ``1``/``0``, ...), else the exam is rejected naming column and value.
 An exam id that appears twice in the HDF5 files is ambiguous (which tracing is it?): every copy is
-rejected; an exam listed twice in the CSV keeps its first row.
+rejected; an exam listed twice in the CSV keeps its first row when the rows agree (labels, patient),
+else every copy is rejected (`conflicting duplicate`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melp.data.formats.tables import CellError, confined_path, parse_label_cell, read_text_csv
+from melp.data.formats.tables import (
+    CellError,
+    confined_path,
+    drop_duplicates,
+    parse_int_cell,
+    parse_label_cell,
+    read_text_csv,
+)
 from melp.data.readers.base import BadRecord, Index, Option, Reader, Signal, register_reader
-from melp.data.readers.generic import drop_duplicate_ids
 
 CODE_LEADS = ["DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 CODE_RATE = 400.0
@@ -113,8 +120,7 @@ class Code15Reader(Reader):
             exam, file = str(r["exam_id"]).strip(), str(r["trace_file"]).strip()
             try:
                 h5 = confined_path(self.root, file)
-                if not exam.lstrip("-").isdigit():
-                    raise CellError(f"column exam_id: {exam!r} is not an integer id")
+                exam = str(parse_int_cell(exam, "exam_id"))  # "123.0" (a float column) is exam 123
                 labels = self._labels(r, csv)
             except CellError as err:
                 rejects.append({"id": exam, "file": file, "reason": f"bad cell: {err}"})
@@ -218,7 +224,8 @@ class Code15Reader(Reader):
     @staticmethod
     def _finish(rows, missing, rejects) -> Index:
         entries = (
-            drop_duplicate_ids(pd.DataFrame(rows), rejects)
+            # an exam listed twice in exams.csv: kept once if the rows agree, else every copy rejected
+            drop_duplicates(pd.DataFrame(rows), "id", rejects, "id", agree=("labels_code", "patient"))
             if rows
             else pd.DataFrame(
                 columns=[

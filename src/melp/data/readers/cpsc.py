@@ -21,9 +21,8 @@ import numpy as np
 import pandas as pd
 
 from melp.data.formats.matlab import read_struct_field
-from melp.data.formats.tables import CellError, parse_label_cell, read_text_csv
+from melp.data.formats.tables import CellError, drop_duplicates, parse_label_cell, read_text_csv
 from melp.data.readers.base import BadRecord, Index, Option, Reader, Signal, register_reader
-from melp.data.readers.generic import drop_duplicate_ids
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 ICBEB_CLASSES = ["AFIB", "VPC", "NORM", "1AVB", "CRBBB", "STE", "PAC", "CLBBB", "STD"]
@@ -169,7 +168,10 @@ class CpscReader(Reader):
                     }
                 )
         cols = ["id", "path", "patient", "split", "fold", "report", "labels_icbeb", "age", "sex"]
-        entries = drop_duplicate_ids(pd.DataFrame(rows, columns=cols), rejects)
+        # a record listed twice (in one split CSV or in two): kept once if the rows agree, else rejected
+        entries = drop_duplicates(
+            pd.DataFrame(rows, columns=cols), "id", rejects, "id", agree=("split", "labels_icbeb")
+        )
         return Index(entries=entries, missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:
