@@ -140,6 +140,11 @@ def process_record(
         data, absent = sig.reorder_leads(data, leads, missing="zero" if allow_missing_leads else "error")
     except ValueError as err:
         return f"wrong leads: {err}"
+    if 0 < data.shape[-1] < min_seconds * rate:  # (an empty record is reported as "empty" below)
+        return (
+            f"too short: {data.shape[-1]} samples at {rate:g} Hz ({data.shape[-1] / rate:.3g} s) is under the "
+            f"minimum of {min_seconds:g} s (--min-seconds)"
+        )
     reason = sig.check_signal(
         data,
         list(sig.CANONICAL_LEADS) if not absent else None,
@@ -147,11 +152,6 @@ def process_record(
     )
     if reason:
         return reason
-    if data.shape[-1] < min_seconds * rate:
-        return (
-            f"too short: {data.shape[-1]} samples at {rate:g} Hz ({data.shape[-1] / rate:.3g} s) is under the "
-            f"minimum of {min_seconds:g} s (--min-seconds)"
-        )
     data = sig.resample(data, rate, target_rate)
     data, length = sig.crop_or_pad(data, n_samples)
     peak = float(np.abs(data).max())

@@ -399,10 +399,16 @@ class GenericReader(Reader):
     def _identity(self, kind: str, path: Path) -> str:
         """What a record's samples are read from: the real path(s) of its ``.npy`` or of the signal
         files its header names (so two names of one file are one record)."""
+        root = os.path.realpath(self.root)
+
+        def real(p) -> str:
+            full = os.path.realpath(p)
+            return os.path.relpath(full, root) if full.startswith(root + os.sep) else full
+
         if kind == "npy":
-            return os.path.realpath(path)
+            return real(path)
         files = wfdb_format.signal_files(f"{path}.hea") or [path.name]
-        return "|".join(os.path.realpath(path.parent / f) for f in files)
+        return "|".join(real(path.parent / f) for f in files)
 
     def _row(self, r: dict, rid: str, file: str, kind: str, path: Path | None, require_report: bool):
         """The entry of one CSV row, None when its file is absent, or a reject reason."""

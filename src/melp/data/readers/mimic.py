@@ -99,7 +99,9 @@ class MimicReader(Reader):
         for df in (records, mm):
             df["id"] = df["subject_id"].str.strip() + "_" + df["study_id"].str.strip()
         rec_paths = records["path"].str.strip().str.replace(r"\.(hea|dat)$", "", regex=True)
-        paths = dict(zip(records["id"].tolist(), rec_paths.tolist()))
+        paths: dict[str, str] = {}
+        for rid, rel in zip(records["id"].tolist(), rec_paths.tolist()):
+            paths.setdefault(rid, rel)  # the first listing (a second one is a conflict, below)
         # a study listed twice in record_list.csv with two paths: which files are its signal is unknown
         n_paths = rec_paths.groupby(records["id"]).nunique()
         conflicting = set(n_paths.index[n_paths > 1])
