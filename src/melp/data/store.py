@@ -689,8 +689,8 @@ class ECGStore:
     def signal(self, i: int) -> tuple[np.ndarray, int]:
         """Record ``i``: ``(float32 (12, T) raw units, valid length)``; samples >= length are 0.
 
-        Every read is checked against the record's CRC-32 written by ``prepare`` (about 40 us for a
-        12 x 5000 record), so a ``signals.npy`` edited, damaged or swapped for another store's file of
+        Every read is checked against the record's CRC-32 written by ``prepare`` (about 60 us for a
+        12 x 5000 record, ``benchmarks/bench_store_read.py``), so a ``signals.npy`` edited, damaged or swapped for another store's file of
         the same shape is never read silently. Raises StoreError naming the record when the bytes
         differ or a sample is not finite."""
         raw = self.signals[self._rows[i]]  # (12, T) float16, a contiguous view of the memory map
