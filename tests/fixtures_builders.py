@@ -901,6 +901,12 @@ def build_bad_corpus_2(root: Path) -> dict[str, dict]:
         add(name, npy(name, x, {"leads": L, "rate": rate}), f"recorded at {rate} Hz", "repair", value=want)
     x = ecg_like(12, 60 * 500, seed=401)
     add("long60", npy("long60", x, good), "60 s record (longer than the window)", "repair", value=x[:, :T])
+    x = ecg_like(12, T, seed=404)
+    x[2] += 300.0  # 300 mV of electrode offset under a ~2 mV lead: float16 steps of 0.25 mV there
+    add("dc300", npy("dc300", x, good), "a lead on a 300 mV DC offset", "reject", "float16 precision")
+    x = ecg_like(12, T, seed=405)
+    x[2] += 5.0  # 5 mV of offset: float16 steps of 0.004 mV, the waveform survives
+    add("dc5", npy("dc5", x, good), "a lead on a 5 mV DC offset", "keep", value=x)
 
     # --- lead names ----------------------------------------------------------------------------------------
     x = ecg_like(12, T, seed=402)
@@ -1161,13 +1167,13 @@ def build_label_corpus(root: Path) -> dict[str, dict]:
             ('"AFIB, PAC"', ["AFIB", "PAC"], "labels 'AFIB, PAC' (commas)"),
             ("", [], "empty labels cell (no class applies)"),
             ("nan", None, "labels 'nan' (not labelled)"),
-            ("NORM", ["NORM"], "labels NORM"),
+            ("NORM", ["NORM"], "labels NORM; the table has columns named length and crc32 (store columns)"),
         ]
     ):
         x = npy(f"sub/l{k}.npy", 560 + k)
-        lrows.append(f"sub/l{k}.npy,ll_{k},{cell}")
+        lrows.append(f"sub/l{k}.npy,ll_{k},{cell},7,123")
         _exp(exp, f"ll_{k}", kind, "keep", value=x, labels=labels)
-    (root / "lists.csv").write_text("file,id,labels\n" + "\n".join(lrows) + "\n")
+    (root / "lists.csv").write_text("file,id,labels,length,crc32\n" + "\n".join(lrows) + "\n")
     return exp
 
 
@@ -1252,6 +1258,26 @@ def build_bad_cinc(root: Path) -> dict[str, dict]:
         writer=lambda p, v: scipy.io.savemat(str(p), {"val": v.T.copy()}, format="4"),
     )
     _exp(exp, "E00021", "CinC .mat stored samples x leads", "repair", value=d[perm] / 1000, labels={"AF"})
+    d = digital_ecg(12, T_BAD, seed=623, amp=3000)
+    _cinc_record(g, "E00030", d, [*age, "Dx: 164889003"])
+    copied = (g / "E00030.hea").read_text().replace("E00030", "E00031", 1)  # the record line only
+    (g / "E00031.hea").write_text(copied)
+    _exp(
+        exp,
+        "E00030",
+        "a record whose .mat a copied header also names",
+        "keep",
+        value=d[perm] / 1000,
+        labels={"AF"},
+    )
+    _exp(
+        exp,
+        "E00031",
+        "a copied header naming another record's .mat",
+        "reject",
+        reason="duplicate file",
+        file="training/g1/E00031.hea",
+    )
     n = int(257 * 4.5)
     d = digital_ecg(12, n, seed=622, amp=3000)
     _cinc_record(root / "training" / "incart", "I0001", d, [*age, "Dx: 426783006"], rate="257")
@@ -1633,5 +1659,10 @@ def build_bad_ptbxl(root: Path, ptbxl_mini: Path) -> dict[str, dict]:
     )
     _exp(exp, ids[6] + "#2", "(its second row)", "reject", reason="conflicting duplicate", file=files[6])
     _exp(exp, ids[7], "a plain PTB-XL record", "repair", value=value(7))
-    pd.concat([sel, dup, conflict], ignore_index=True).to_csv(root / "ptbxl_database.csv", index=False)
+    alias = sel.iloc[[7]].copy()
+    alias["ecg_id"] = 99999
+    _exp(
+        exp, "99999", "another ecg_id naming the same file", "reject", reason="duplicate file", file=files[7]
+    )
+    pd.concat([sel, dup, conflict, alias], ignore_index=True).to_csv(root / "ptbxl_database.csv", index=False)
     return exp

@@ -565,3 +565,42 @@ def test_an_out_folder_that_cannot_hold_a_store_is_refused_before_work(two_store
     with pytest.raises(StoreError, match="choose another --out|not part of a melp store"):
         _small(two_stores / "raw_a", out)
     assert _bytes(tmp_path) == before
+
+
+def test_reader_columns_named_like_store_columns_do_not_replace_them(tmp_path):
+    from melp.data.readers.base import Index, Reader, Signal, register_reader
+
+    @register_reader
+    class _Clash(Reader):
+        name = "clash_test_bad_input"
+
+        def index(self):
+            n = 3
+            return Index(
+                pd.DataFrame(
+                    {
+                        "id": [f"k{i}" for i in range(n)],
+                        "path": [f"k{i}" for i in range(n)],
+                        "patient": None,
+                        "split": None,
+                        "fold": None,
+                        "report": "x",
+                        "length": [7] * n,
+                        "crc32": [1] * n,
+                        "orig_rate": [1.0] * n,
+                        "row": [99] * n,
+                    }
+                )
+            )
+
+        def load(self, entry):
+            return Signal(ecg_like(12, 1500, seed=int(entry["id"][1:])), MIMIC_LEADS, float(BAD_RATE))
+
+    prepare(
+        "clash_test_bad_input", tmp_path, tmp_path / "s", rate=BAD_RATE, seconds=BAD_SECONDS, progress=False
+    )
+    store = ECGStore(tmp_path / "s")
+    assert store.manifest["length"].tolist() == [1500] * 3 and store.manifest["row"].tolist() == [0, 1, 2]
+    assert store.manifest["orig_rate"].tolist() == [float(BAD_RATE)] * 3
+    x, length = store.signal(2)  # the CRC is the store's own
+    np.testing.assert_allclose(x[:, :1500], ecg_like(12, 1500, seed=2).astype(np.float16), rtol=0)

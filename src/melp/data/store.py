@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from melp.data import signal as sig
+from melp.data.formats.tables import drop_duplicates
 from melp.data.readers.base import BadRecord, Reader, get_reader
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 STORE_VERSION = 3  # 2: unlabelled records are None (not []), fingerprint; 3: per-record CRC-32
 CHUNK_SIZE = 256
 MIN_SECONDS = 1.0  # records shorter than this (before resampling) are rejected as "too short"
+PRECISION = 0.02  # largest float16 rounding error allowed, as a share of a lead's peak-to-peak
 _MANIFEST_FIRST = [
     "row",
     "id",
@@ -127,7 +129,8 @@ def process_record(
     """Turn one raw signal ``(L, T_raw)`` into the stored form ``(12, n_samples)`` float16.
 
     Steps: finite/flat checks, reorder leads by name, length check (at least ``min_seconds`` of
-    signal), resample ``rate -> target_rate``, crop/pad to ``n_samples``, float16 range check.
+    signal), resample ``rate -> target_rate``, crop/pad to ``n_samples``, float16 range and
+    precision checks (no lead may lose more than ``PRECISION`` of its peak-to-peak to rounding).
     Returns ``(signal, valid_length)`` or a reason string ("category: details") when the record
     must be rejected.
     """
@@ -157,7 +160,21 @@ def process_record(
     peak = float(np.abs(data).max())
     if peak > sig.FLOAT16_MAX:
         return f"float16 overflow: |x| reaches {peak:g} > {sig.FLOAT16_MAX:g} (check the units)"
-    return data.astype(np.float16), length
+    stored = data.astype(np.float16)
+    # float16 keeps 11 significant bits: a lead riding on a large offset (e.g. 300 mV of electrode
+    # DC under a 2 mV ECG) would be stored in steps of 0.25 mV, a silently ruined waveform
+    valid = data[:, :length]
+    span = valid.max(axis=1) - valid.min(axis=1)  # (12,) peak-to-peak per lead
+    error = np.abs(stored[:, :length].astype(np.float64) - valid).max(axis=1)
+    lossy = np.flatnonzero((span > 0) & (error > PRECISION * span))
+    if lossy.size:
+        k = int(lossy[0])
+        return (
+            f"float16 precision: lead {sig.CANONICAL_LEADS[k]} spans {span[k]:.3g} around {valid[k].mean():.4g}; "
+            f"float16 steps there are {error[k] * 2:.3g} (over {PRECISION:.0%} of the span): remove the DC offset "
+            "(high-pass filter) or check the units"
+        )
+    return stored, length
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -369,7 +386,8 @@ def prepare(
     reader = get_reader(source)(root, **reader_options)
     reader.configure(target_rate=float(rate))
     index = reader.index()
-    entries = index.entries.reset_index(drop=True)
+    # one file under two ids (any source): one record; its later listings are rejects
+    entries = drop_duplicates(index.entries.reset_index(drop=True), "path", index.rejects, "file")
     if entries["id"].astype(str).duplicated().any():
         dup = entries["id"][entries["id"].astype(str).duplicated()].iloc[0]
         raise StoreError(f"{source}: reader returned duplicate id {dup!r}; ids must be unique")
@@ -502,6 +520,10 @@ def _finish(out: Path, reader: Reader, source, entries, index, results, settings
     rejects = [*index.rejects, *(x for r in results for x in r["rejects"])]
     ent = entries.copy()
     ent["id"] = ent["id"].astype(str)
+    clash = [c for c in ent.columns if c in kept.columns and c != "id"]
+    if clash:  # a reader's metadata column named like a store column: the store's own value wins
+        log.info("%s: index columns %s are store columns; the reader's values are not kept", source, clash)
+        ent = ent.drop(columns=clash)
     manifest = kept.merge(ent, on="id", how="left", validate="one_to_one")
     manifest["source"] = source
     manifest["report_original"] = manifest["report"].fillna("").astype(str)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pandas as pd
 
 from melp.data.formats import wfdb as wfdb_format
 from melp.data.formats.matlab import read_matrix
+from melp.data.formats.tables import drop_duplicates
 from melp.data.readers.base import WFDB_OPTIONS, BadRecord, Index, Option, Reader, Signal, register_reader
 from melp.data.readers.generic import drop_duplicate_ids
 
@@ -191,6 +193,15 @@ class CincReader(Reader):
             )
         cols = ["id", "path", "patient", "split", "fold", "report", "labels_dx", "dx_codes", "dx_unmapped"]
         entries = pd.DataFrame(rows, columns=cols + ["age", "sex", "database"])
+        # two headers naming one signal file (a copied header): one record, whatever the names say
+        entries["_identity"] = [
+            "|".join(
+                os.path.relpath(os.path.realpath(self.root / Path(p).parent / f), os.path.realpath(self.root))
+                for f in wfdb_format.signal_files(self.root / p) or [p]
+            )
+            for p in entries["path"]
+        ]
+        entries = drop_duplicates(entries, "_identity", rejects, "file").drop(columns="_identity")
         return Index(entries=drop_duplicate_ids(entries, rejects), missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:

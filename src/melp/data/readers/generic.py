@@ -46,7 +46,7 @@ from melp.data.readers.base import WFDB_OPTIONS, BadRecord, Index, Option, Reade
 log = logging.getLogger(__name__)
 
 KNOWN_COLUMNS = ("file", "id", "report", "patient", "split", "fold", "labels")
-RESERVED_COLUMNS = ("row", "path", "source", "report_original", "orig_rate", "orig_length", "length")
+RESERVED_COLUMNS = ("row", "path", "source", "report_original", "orig_rate", "orig_length", "length", "crc32")
 
 
 def read_wfdb(record: Path, *, verify_checksums: bool = True) -> Signal:
