@@ -1380,6 +1380,17 @@ def build_bad_cpsc(root: Path) -> dict[str, dict]:
     x = rec("A0008", seed=708)
     splits["test"].append({"patient_id": "8", "filename": "A0008", "cells": dict.fromkeys(ICBEB_CLASSES, "")})
     _exp(exp, "A0008", "every label cell empty (not labelled)", "keep", value=x[perm], labels=None)
+    rec_i16 = np.round(ecg_like(12, T_BAD, seed=709) * 1000).astype(np.int16)
+    _cpsc_mat(root / "a" / "A0009.mat", rec_i16)
+    splits["test"].append({"patient_id": "9", "filename": "A0009", "cells": {"NORM": "1"}})
+    _exp(
+        exp,
+        "A0009",
+        "ECG.data as int16 ADC counts (not mV)",
+        "reject",
+        reason="bad dtype",
+        file="a/A0009.mat",
+    )
     for split, rows in splits.items():
         _split_csv(root / f"icbeb_{split}.csv", rows, ICBEB_CLASSES, first)
     return exp
@@ -1432,6 +1443,18 @@ def build_bad_chapman(root: Path) -> dict[str, dict]:
     write_cinc_mat(d, "JS00008", ecg_like(12, T_BAD, seed=808, gain=1000))
     splits["val"].append({"ecg_path": "/chapman/WFDBRecords/01/010/JS00008.mat", "cells": {"SR": "x"}})
     _exp(exp, "JS00008", "label cell x", "reject", reason="bad cell", file="WFDBRecords/01/010/JS00008.mat")
+    import scipy.io
+
+    scipy.io.savemat(str(d / "JS00010.mat"), {"val": ecg_like(12, T_BAD, seed=810)})  # mV floats, no .hea
+    splits["test"].append({"ecg_path": "/chapman/WFDBRecords/01/010/JS00010.mat", "cells": {"SR": "1"}})
+    _exp(
+        exp,
+        "JS00010",
+        ".mat without .hea holding mV floats (not counts)",
+        "reject",
+        reason="bad MATLAB file",
+        file="WFDBRecords/01/010/JS00010.mat",
+    )
     for split, rows in splits.items():
         table = [{"ecg_path": r["ecg_path"], "age": "50", "diagnose": "", "cells": r["cells"]} for r in rows]
         _split_csv(root / f"chapman_{split}.csv", table, CHAPMAN_CLASSES, ["ecg_path", "age", "diagnose"])
@@ -1524,6 +1547,18 @@ def build_bad_code15(root: Path) -> dict[str, dict]:
     _exp(exp, "29#2", "(its second row)", "reject", reason="duplicate id", file=f"{f1}#1")
     row("22", f0, {"AF": "2"})
     _exp(exp, "22", "label cell 2", "reject", reason="bad cell", file=f0)
+    with h5py.File(root / "exams_part2.hdf5", "w") as fh:  # a part saved as int16 counts
+        fh["tracings"] = np.round(signals[(f0, 4)].T[None] * 1000).astype(np.int16)
+        fh["exam_id"] = np.array([30], dtype=np.int64)
+    row("30", "exams_part2.hdf5", {"AF": "True"})
+    _exp(
+        exp,
+        "30",
+        "tracings stored as int16 counts (not mV)",
+        "reject",
+        reason="bad dtype",
+        file="exams_part2.hdf5#0",
+    )
     pd.DataFrame(rows).to_csv(root / "exams.csv", index=False)
     return exp
 

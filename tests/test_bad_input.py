@@ -447,6 +447,7 @@ def test_one_edited_sample_names_exactly_its_record(two_stores, tmp_path):
         ("missing_rejects", "rejects.parquet does not match its checksum"),
         ("corrupt_meta", "meta.json is damaged"),
         ("version_2", "store version 2, this melp reads 3"),
+        ("edited_meta_rate", "meta.json is inconsistent"),
     ],
 )
 def test_damaged_store_is_named_refused_by_prepare_and_rebuilt_with_overwrite(
@@ -474,6 +475,12 @@ def test_damaged_store_is_named_refused_by_prepare_and_rebuilt_with_overwrite(
 
         meta = json.loads((s / "meta.json").read_text())
         meta["version"] = 2
+        (s / "meta.json").write_text(json.dumps(meta))
+    elif damage == "edited_meta_rate":  # someone makes a 500 Hz store "fit" a 250 Hz model
+        import json
+
+        meta = json.loads((s / "meta.json").read_text())
+        meta["rate"] = 250.0
         (s / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(StoreError, match=names):
         ECGStore(s)

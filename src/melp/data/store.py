@@ -641,10 +641,21 @@ class ECGStore:
                 int(fp["n_records"]),
                 fp["manifest_sha256"],
             )
+            settings = self.meta["settings"]
+            consistent = (
+                self.rate == float(settings["rate"])
+                and self.n_samples == int(round(settings["rate"] * settings["seconds"]))
+                and self.meta.get("leads") == list(sig.CANONICAL_LEADS)
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise StoreError(
                 f"{meta_file} is damaged (missing or bad field {err}); rebuild the store"
             ) from None
+        if not consistent:
+            raise StoreError(
+                f"{meta_file} is inconsistent (rate, n_samples, leads and the settings it was prepared with "
+                "disagree: edited by hand?); rebuild the store with `melp prepare ... --overwrite`"
+            )
         self.signals = self._open_signals(shape, fp)
         manifest_file = self.path / "manifest.parquet"
         if not manifest_file.is_file() or file_sha256(manifest_file) != manifest_sha:

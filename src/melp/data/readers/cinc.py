@@ -113,6 +113,12 @@ def read_cinc_mat(
         val = val.T  # stored samples x leads
     if val.ndim != 2 or val.shape[0] != n:
         raise BadRecord(f"bad shape: 'val' ({version}) has shape {val.shape}; expected ({n}, samples)")
+    finite = np.isfinite(val)
+    if not np.issubdtype(val.dtype, np.integer) and not np.array_equal(val[finite], np.round(val[finite])):
+        raise BadRecord(
+            f"bad MATLAB file: 'val' ({version}) holds non-integer samples; Challenge files hold digital values "
+            f"(divided by the gain {gain:g}), these look like physical values: add a .hea that describes them"
+        )
     data = val.astype(np.float64) / gain
     if np.issubdtype(val.dtype, np.integer):
         data[val == -32768] = np.nan  # WFDB's invalid 16-bit sample

@@ -85,6 +85,12 @@ def read_cpsc_mat(path: Path) -> Signal:
         data = data.T
     if data.ndim != 2 or data.shape[0] != n:
         raise BadRecord(f"bad shape: ECG.data ({version}) has shape {data.shape}; expected (12, samples)")
+    if not np.issubdtype(data.dtype, np.floating):
+        # CPSC 2018 stores millivolts as doubles; integers are ADC counts of unknown gain
+        raise BadRecord(
+            f"bad dtype: ECG.data ({version}) holds {data.dtype} values; CPSC 2018 files hold mV as floats "
+            "(integers would be ADC counts of unknown gain)"
+        )
     return Signal(data=np.asarray(data, dtype=np.float64), leads=list(CPSC_LEADS), rate=CPSC_RATE)
 
 
