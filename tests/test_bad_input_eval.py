@@ -329,3 +329,88 @@ def test_prepare_rerun_on_a_damaged_store_leaves_it_and_names_the_way_out(env, c
     assert (s / "signals.npy").read_bytes() == (env / "gstore" / "signals.npy").read_bytes()
     rc, _, err = run(["verify", tmp_path / "nothing"], capsys)
     assert rc == 1 and "not a complete melp store" in one_error_line(err, "verify")
+
+
+# ----------------------------------------------------------------------------- the corpora through evaluation
+
+
+def test_bad_input_corpus_through_embed_gives_the_kept_records_by_value(env, capsys, tmp_path):
+    """`melp embed` on a store of the bad-input corpus (prepared at the model's rate): exactly the kept
+    records come out, each embedding equal to the model's embedding of the builder's own value."""
+    from fixtures_builders import build_bad_corpus_2
+    from scipy.signal import resample_poly
+
+    import melp
+    from melp.data.datasets import prepare_ecg
+    from melp.eval.embed import load_embeddings
+
+    exp = build_bad_corpus_2(tmp_path / "raw")
+    counts = prepare("generic", tmp_path / "raw", tmp_path / "s", rate=100, seconds=10, progress=False)
+    kept = sorted(k for k, e in exp.items() if e["expect"] in ("keep", "repair"))
+    assert counts["kept"] == len(kept)
+    rc, out, err = run(["embed", *_model(env), "--data", tmp_path / "s", "--out", tmp_path / "e.npy"], capsys)
+    assert rc == 0, err
+    emb = load_embeddings(tmp_path / "e.npy")
+    assert sorted(emb["id"]) == kept
+    model = melp.load_model(env / "model").eval()
+    picks = [
+        "f212",
+        "f8",
+        "spf2",
+        "micro_latin1",
+        "mixed",
+        "v73",
+        "v4_T",
+        "npy_gain",
+        "side_uv",
+        "lead_alias",
+    ]
+    xs, lengths = [], []
+    for rid in picks:  # 500 Hz values -> the 100 Hz, 10 s model input, computed here
+        value = resample_poly(np.asarray(exp[rid]["value"], dtype=np.float64), 1, 5, axis=-1, padtype="line")
+        n = value.shape[1]
+        padded = np.zeros((12, 1000))
+        padded[:, :n] = value.astype(np.float16)
+        xs.append(prepare_ecg(padded, n, normalize="minmax"))
+        lengths.append(n)
+    with torch.no_grad():
+        want = model.embed(torch.stack(xs), lengths=torch.tensor(lengths))["rhythm"].numpy()
+    got = np.stack([emb["rhythm"][emb["id"].index(rid)] for rid in picks])
+    np.testing.assert_allclose(got, want, atol=2e-3, rtol=0)
+
+
+def test_label_corpus_through_zeroshot_scores_only_labelled_kept_records(env, capsys, tmp_path):
+    from fixtures_builders import build_label_corpus
+
+    exp = build_label_corpus(tmp_path / "raw")
+    prepare(
+        "generic", tmp_path / "raw", tmp_path / "s", rate=100, seconds=10, progress=False, csv="cells.csv"
+    )
+    out = tmp_path / "zs"
+    argv = [
+        "zeroshot",
+        *_model(env),
+        "--data",
+        tmp_path / "s",
+        "--task",
+        "labels",
+        "--split",
+        "train",
+        "--n-boot",
+        "0",
+        "--out",
+        out,
+    ]
+    rc, stdout, err = run(argv, capsys)
+    assert rc == 0, err
+    scores = pd.read_csv(out / "zeroshot_labels_scores.csv", dtype={"id": str})
+    labelled = sorted(
+        k
+        for k, e in exp.items()
+        if not k.startswith("ll_")
+        and e["expect"] in ("keep", "repair")
+        and e.get("labels") is not None
+        and e.get("split", "train") == "train"
+    )
+    assert sorted(scores["id"]) == labelled  # rejects absent, unlabelled rows left out, [] rows kept
+    assert f"n={len(labelled)}" in stdout
