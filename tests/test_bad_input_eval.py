@@ -28,7 +28,7 @@ def env(tmp_path_factory):
     """A PTB-XL mini store at the tiny model's rate (100 Hz x 10 s), the same records at 500 Hz, a
     generic store whose fold 2 is not labelled, and the saved tiny model."""
     import melp
-    from melp.eval.demo import subset_root
+    from melp.data.readers.ptbxl import subset_root
 
     tmp = tmp_path_factory.mktemp("eval_bad")
     root = subset_root(DATA / "ptbxl-mini", tmp / "ptbxl", per_fold=2)
@@ -204,7 +204,7 @@ EVAL_CASES = [
         "zeroshot",
         ["--data", "store", "--task", "super_class", "--model", "nomodel"],
         1,
-        "not a MELP model folder",
+        "no such model folder",
     ),
     (
         "retrieve on an empty fold",
@@ -414,3 +414,22 @@ def test_label_corpus_through_zeroshot_scores_only_labelled_kept_records(env, ca
     )
     assert sorted(scores["id"]) == labelled  # rejects absent, unlabelled rows left out, [] rows kept
     assert f"n={len(labelled)}" in stdout
+
+
+def test_predict_and_benchmark_usage_mistakes_are_one_line(env, capsys):
+    (env / "afile2").write_text("notes")
+    cases = [
+        (["predict", "--model", env / "model", "--record", "x.npy", "--device", "foo"], "argument --device"),
+        (
+            ["predict", "--model", env / "model", "--record", "x.npy", "--out", env / "p.txt"],
+            "use a .csv suffix",
+        ),
+        (
+            ["benchmark", "--model", env / "model", "--ptbxl", env / "store", "--out", env / "afile2"],
+            "is a file",
+        ),
+    ]
+    for argv, message in cases:
+        rc, _, err = run(argv, capsys)
+        assert rc == 2 and message in one_error_line(err, argv[0]), err
+    assert (env / "afile2").read_text() == "notes"

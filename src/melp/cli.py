@@ -27,8 +27,10 @@ USER_ERRORS = (
 # (module, short description) in help order
 _AREAS = [
     ("melp.data.cli", "data: prepare stores from raw datasets"),
+    ("melp.models.cli", "models: convert released weights, download, push to the Hub"),
     ("melp.train.cli", "training: cardiology LM stage and MELP pretraining"),
-    ("melp.eval.cli", "evaluation: zero-shot, probe, fine-tune, retrieval, generation, embed, demo"),
+    ("melp.eval.cli", "evaluation: zero-shot, probe, fine-tune, retrieval, generation, embed"),
+    ("melp.pipeline", "pipeline: `melp demo`, every stage on the shipped data"),
 ]
 
 

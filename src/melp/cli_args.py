@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 __all__ = [
+    "HelpFormatter",
     "positive_float",
     "int_at_least",
     "unit_fraction",
@@ -147,3 +148,27 @@ def output_file(*suffixes: str):
 
     parse.__name__ = f"file ({', '.join(suffixes)})"
     return parse
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless the help text already says it or there is none
+    (None, False); options without help text get one from their default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            default not in (None, False, argparse.SUPPRESS)
+            and default != []
+            and "default" not in text
+            and action.option_strings
+            and action.nargs != 0
+        ):
+            shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+            shown = shown.replace("%", "%%")
+            text = f"{text} (default: {shown})" if text else f"default: {shown}"
+        return text
+
+
+class RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that keeps the description and epilog as written (tables, lists)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from melp.cli_args import int_at_least, nonneg_float, positive_float
+from melp.cli_args import RawHelpFormatter, int_at_least, nonneg_float, positive_float
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def add_commands(subparsers) -> None:
         "Resumable (rerun after an interruption) and idempotent. `melp prepare SOURCE --help` lists "
         "the options of one source.",
         epilog="sources:\n" + "\n".join(f"  {n:<10} {c.description}" for n, c in readers.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawHelpFormatter,
     )
     sources = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
     for name, cls in readers.items():
@@ -49,7 +49,7 @@ def add_commands(subparsers) -> None:
             help=cls.description.replace("%", "%%"),
             description=f"Prepare a store from {cls.description}.",
             epilog=f"source options (-o KEY=VALUE):\n{cls.options_help()}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=RawHelpFormatter,
         )
         _prepare_arguments(q)
         q.set_defaults(func=_run_prepare)

@@ -184,9 +184,14 @@ def prepare_ecg(
 class SignalDataset(Dataset):
     """Normalised signals of ``rows`` (manifest positions; None = all), no augmentation.
 
-    item -> ``{"ecg": float32 (12, T), "length": int, "id": str}``. ``leads``: evaluate with only
-    these leads (the others zeroed before normalisation, exactly as random lead masking does in
-    training).
+    item -> ``{"ecg": float32 (12, T), "length": int, "id": str}``.
+
+    * ``leads``: evaluate with only these leads (the others zeroed before normalisation, exactly as
+      random lead masking does in training).
+    * ``window``: keep only the first ``window`` samples of each record (the rest becomes padding),
+      e.g. the paper's 2,500-sample ICBEB window at 500 Hz.
+    * ``padding_as_signal``: treat the zero padding as part of the record (normalised with it, no
+      padding mask: ``length`` = T), as the paper's code does; default False (the padding is masked).
     """
 
     def __init__(
@@ -196,21 +201,31 @@ class SignalDataset(Dataset):
         *,
         normalize: str = "minmax",
         leads: list[str] | str | None = None,
+        window: int | None = None,
+        padding_as_signal: bool = False,
     ) -> None:
         if normalize not in sig.NORMALIZERS and normalize != "none":
             raise ValueError(f"unknown normalisation {normalize!r}; use one of minmax, zscore, none")
+        if window is not None and not 0 < window <= store.n_samples:
+            raise ValueError(f"window must be in [1, {store.n_samples}] samples, got {window}")
         self.store, self.normalize = store, normalize
         self.rows = (
             np.arange(len(store), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         )
         self.ids = store.manifest["id"].astype(str).to_numpy()
         self.keep = leads_kept(leads)
+        self.window, self.padding_as_signal = window, padding_as_signal
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def _signal(self, i: int, keep: torch.Tensor | None) -> dict:
         x, length = self.store.signal(i)
+        if self.window is not None and self.window < x.shape[-1]:
+            x[:, self.window :] = 0.0
+            length = min(length, self.window)
+        if self.padding_as_signal:
+            length = x.shape[-1]
         return {"ecg": prepare_ecg(x, length, normalize=self.normalize, keep=keep), "length": length,
                 "id": self.ids[i]}  # fmt: skip
 

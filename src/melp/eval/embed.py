@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from melp.data.datasets import SignalDataset, batches, check_input
-from melp.eval.features import eval_mode, model_device, model_normalize
+from melp.eval.features import eval_mode, model_device, model_normalize, progress
 
 __all__ = ["embed_store", "check_embeddings_path", "save_embeddings", "load_embeddings"]
 
@@ -45,7 +45,7 @@ def embed_store(
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS}
     ids: list[str] = []
     with eval_mode(model):
-        for batch in batches(ds, batch_size):
+        for batch in progress(batches(ds, batch_size), -(-len(ds) // batch_size), "embed", "batch"):
             emb = model.embed(batch["ecg"].to(device), lengths=batch["length"].to(device))
             for k in KEYS:
                 parts[k].append(emb[k].float().cpu())

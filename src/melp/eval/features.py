@@ -12,7 +12,15 @@ import torch
 
 from melp.data.datasets import SignalDataset, batches, check_input
 
-__all__ = ["eval_mode", "pick_device", "model_normalize", "model_device", "FeatureBank"]
+__all__ = ["eval_mode", "pick_device", "model_normalize", "model_device", "FeatureBank", "progress"]
+
+
+def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it"):
+    """A progress bar over ``iterable`` on an interactive terminal (tqdm; silent otherwise, e.g. in
+    logs and tests). Long evaluation loops go through it."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, disable=None, dynamic_ncols=True)
 
 
 @contextlib.contextmanager
@@ -58,6 +66,7 @@ class FeatureBank:
     Args:
         normalize: None = the model's own normalisation (:func:`model_normalize`).
         leads: evaluate with only these leads (others masked as in training); None = all 12.
+        window, padding_as_signal: see :class:`melp.data.datasets.SignalDataset`.
     """
 
     def __init__(
@@ -68,13 +77,16 @@ class FeatureBank:
         normalize: str | None = None,
         keys: tuple[str, ...] = ("rhythm", "probe"),
         leads: list[str] | str | None = None,
+        window: int | None = None,
+        padding_as_signal: bool = False,
     ) -> None:
         check_input(store, model.config["ecg"])
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.store, self.batch_size, self.keys = model, store, batch_size, keys
         self.normalize = model_normalize(model, normalize)
-        self.dataset = SignalDataset(store, normalize=self.normalize, leads=leads)
+        self.dataset = SignalDataset(store, normalize=self.normalize, leads=leads, window=window,
+                                     padding_as_signal=padding_as_signal)  # fmt: skip
         self.leads = leads
         self._cache: dict[str, dict[int, np.ndarray]] = {k: {} for k in keys}
 
@@ -87,7 +99,8 @@ class FeatureBank:
         if len(todo):
             device = model_device(self.model)
             with eval_mode(self.model):
-                for start in range(0, len(todo), self.batch_size):
+                starts = range(0, len(todo), self.batch_size)
+                for start in progress(starts, len(starts), "encode ECGs", "batch"):
                     part = todo[start : start + self.batch_size]
                     batch = next(batches(self.dataset, len(part), part))  # dataset position = manifest row
                     emb = self.model.embed(batch["ecg"].to(device), lengths=batch["length"].to(device))

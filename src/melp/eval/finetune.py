@@ -19,7 +19,7 @@ import torch
 
 from melp.data.datasets import DownstreamDataset, batches
 from melp.eval.early_stopping import EarlyStopping
-from melp.eval.features import eval_mode, model_device, model_normalize
+from melp.eval.features import eval_mode, model_device, model_normalize, progress
 from melp.eval.metrics import macro_auroc
 from melp.eval.outputs import write_json
 from melp.eval.probe import fraction_rows
@@ -48,7 +48,8 @@ class _Classifier(torch.nn.Module):
     def __init__(self, model: Any, n_classes: int) -> None:
         super().__init__()
         self.model = model
-        probe = torch.zeros(1, 12, int(model.config["ecg"]["n_samples"]), device=model_device(model))
+        ecg = model.config["ecg"]
+        probe = torch.zeros(1, int(ecg["in_leads"]), int(ecg["n_samples"]), device=model_device(model))
         with eval_mode(model):
             dim = int(model.embed(probe)["probe"].shape[1])
         self.head = torch.nn.Linear(dim, n_classes)
@@ -105,7 +106,9 @@ def finetune(
     for epoch in range(1, cfg.epochs + 1):
         clf.train()
         total, seen = 0.0, 0
-        for batch in batches(train, cfg.batch_size, rng.permutation(len(train))):
+        n_batches = -(-len(train) // cfg.batch_size)
+        for batch in progress(batches(train, cfg.batch_size, rng.permutation(len(train))), n_batches,
+                              f"finetune epoch {epoch}/{cfg.epochs}", "batch"):  # fmt: skip
             logits = clf(batch["ecg"].to(device), batch["length"].to(device))
             loss = loss_fn(logits, batch["labels"].to(device))
             opt.zero_grad(set_to_none=True)
@@ -140,11 +143,14 @@ def run_finetune(
     n_boot: int = 1000,
     figure: bool = True,
     name: str = "finetune",
+    save: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune for each label fraction and evaluate the best epoch on test (same outputs as the probe).
 
     ``name`` prefixes the written files and is the ``method`` field (e.g. ``finetune_random`` for
-    a randomly initialised model)."""
+    a randomly initialised model). With ``save``, the classifier of the largest fraction (fine-tuned
+    encoder, head, class names, thresholds at max F1 on the validation portion) is written there
+    (:func:`melp.eval.classifier.save_classifier`)."""
     from melp.data.datasets import check_input
     from melp.data.tasks import resolve_task
     from melp.eval.results import summarise_classification, write_classification
@@ -173,8 +179,28 @@ def run_finetune(
             summary = write_classification(out, f"{name}_{task}_{frac * 100:g}pct", y_test, scores, classes,
                                            ids=ids, extra=extra, n_boot=n_boot, figure=figure)  # fmt: skip
         results[f"{frac:g}"] = summary
-    combined = {"method": name, "task": task, "splits": splits.description,
-                "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()}, "fractions": results}  # fmt: skip
+        if save is not None and frac == max(fractions):
+            from melp.eval.classifier import save_classifier
+
+            val = DownstreamDataset(store, task, splits.val, normalize=norm)
+            meta = {**extra, "test_macro_auroc": summary["macro_auroc"]}
+            save_classifier(
+                save,
+                clf.model,
+                clf.head.weight,
+                clf.head.bias,
+                classes,
+                val.label_matrix(),
+                _scores(clf, val, cfg),
+                meta,
+            )
+    combined = {
+        "method": name,
+        "task": task,
+        "splits": splits.description,
+        "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()},
+        "fractions": results,
+    }
     if out is not None:
         write_json(Path(out) / f"{name}_{task}.json", combined)
     return combined

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from melp.data.datasets import PretrainDataset, batches, check_input
-from melp.eval.features import eval_mode, model_device, model_normalize
+from melp.eval.features import eval_mode, model_device, model_normalize, progress
 from melp.eval.outputs import write_json
 from melp.eval.zeroshot import require_text_tower
+from melp.models.generation import MAX_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def generate_reports(
     store: Any,
     rows: np.ndarray,
     strategy: str = "beam",
-    max_length: int = 64,
+    max_length: int = MAX_LENGTH,
     batch_size: int = 32,
     normalize: str | None = None,
     **kwargs: Any,
@@ -56,7 +57,8 @@ def generate_reports(
     ds = PretrainDataset(store, np.asarray(rows), normalize=model_normalize(model, normalize), train=False)
     out = []
     with eval_mode(model):
-        for batch in batches(ds, batch_size):
+        n_batches = -(-len(ds) // batch_size)
+        for batch in progress(batches(ds, batch_size), n_batches, f"generate ({strategy})", "batch"):
             texts = model.generate(
                 batch["ecg"].to(device),
                 strategy=strategy,
@@ -76,7 +78,7 @@ def run_generation(
     rows: np.ndarray,
     out: str | Path | None = None,
     strategy: str = "beam",
-    max_length: int = 64,
+    max_length: int = MAX_LENGTH,
     batch_size: int = 32,
     normalize: str | None = None,
     **kwargs: Any,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from melp.eval.early_stopping import EarlyStopping
-from melp.eval.features import FeatureBank
+from melp.eval.features import FeatureBank, progress
 from melp.eval.metrics import macro_auroc
 from melp.eval.splits import Splits
 
@@ -175,6 +175,7 @@ def run_probe(
     figure: bool = True,
     bank: FeatureBank | None = None,
     leads: list[str] | str | None = None,
+    save: str | Path | None = None,
 ) -> dict[str, Any]:
     """Linear probe for each label fraction; returns ``{"fractions": {f: summary}, ...}``.
 
@@ -182,7 +183,9 @@ def run_probe(
     (:class:`melp.data.datasets.DownstreamDataset`, as everywhere else). Each summary has the test
     ``macro_auroc`` (+ F1, accuracy, bootstrap CIs), the number of training records used, the best
     epoch and its val AUROC. With ``out``, writes ``{name}_{task}_{pct}.json`` (+ CSV/ROC) per
-    fraction and ``{name}_{task}.json`` with all fractions.
+    fraction and ``{name}_{task}.json`` with all fractions. With ``save``, writes the classifier of
+    the largest fraction there (:func:`melp.eval.classifier.save_classifier`: encoder, head, class
+    names, per-class thresholds at max F1 on the validation portion).
     """
     from melp.data.datasets import DownstreamDataset
     from melp.data.tasks import resolve_task
@@ -208,7 +211,7 @@ def run_probe(
     classes = parts["test"].classes
     ids = store.manifest["id"].iloc[parts["test"].rows].astype(str).tolist()
     results: dict[str, Any] = {}
-    for frac in fractions:
+    for frac in progress(fractions, len(fractions), f"{name} {task}", "fraction"):
         sel = fraction_rows(labels["train"], frac, cfg.seed)
         head, info = train_linear_head(
             feats["train"][sel], labels["train"][sel], feats["val"], labels["val"], cfg
@@ -230,8 +233,38 @@ def run_probe(
         log.info("%s %s %g%%: test macro AUROC %.4f (train %d, best epoch %d)", name, task, frac * 100,
                  summary["macro_auroc"], len(sel), info["best_epoch"])  # fmt: skip
         results[f"{frac:g}"] = summary
-    combined = {"method": name, "task": task, "splits": splits.description,
-                "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()}, "fractions": results}  # fmt: skip
+        if save is not None and frac == max(fractions):
+            from melp.eval.classifier import save_classifier
+
+            meta = {
+                "method": name,
+                "task": task,
+                "fraction": frac,
+                "splits": splits.description,
+                "test_macro_auroc": summary["macro_auroc"],
+                "best_epoch": info["best_epoch"],
+                "best_val_auroc": info["best_val_auroc"],
+                "n_train": int(len(sel)),
+            }
+            save_classifier(
+                save,
+                model,
+                head.weight,
+                head.bias,
+                classes,
+                labels["val"],
+                predict_head(head, feats["val"]),
+                meta,
+                head.feat_mean,
+                head.feat_std,
+            )
+    combined = {
+        "method": name,
+        "task": task,
+        "splits": splits.description,
+        "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()},
+        "fractions": results,
+    }
     if out is not None:
         write_json(Path(out) / f"{name}_{task}.json", combined)
     return combined

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from melp.eval.features import FeatureBank, eval_mode
+from melp.eval.features import FeatureBank, eval_mode, progress
 from melp.eval.outputs import write_json
 from melp.eval.zeroshot import require_text_tower
 
@@ -79,10 +79,11 @@ def encode_pairs(
     z_e = bank.z_e(rows)  # (N, D) = encode_ecg
     reports = store.manifest["report"].iloc[rows].fillna("").astype(str).tolist()
     unique = sorted(set(reports))
+    starts = range(0, len(unique), batch_size)
     with eval_mode(model):
         z_t = [
             model.encode_text(unique[i : i + batch_size]).float().cpu()
-            for i in range(0, len(unique), batch_size)
+            for i in progress(starts, len(starts), "encode reports", "batch")
         ]
     return z_e, torch.cat(z_t).numpy(), unique, reports
 
@@ -132,7 +133,7 @@ def patient_identification(
     out: str | Path | None = None,
     batch_size: int = 128,
     normalize: str | None = None,
-    seed: int = 0,
+    seed: int = 42,
     bank: FeatureBank | None = None,
 ) -> dict[str, Any]:
     """Find a record's patient among other patients' records with rhythm embeddings.

@@ -117,7 +117,7 @@ def run_zeroshot(
     out: str | Path | None = None,
     prompts: dict[str, list[str]] | str | Path | None = None,
     n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = 42,
     batch_size: int = 128,
     normalize: str | None = None,
     figure: bool = True,

@@ -22,8 +22,9 @@ class MELPLoss(nn.Module):
         tau1, tau2, tau3: beat-loss temperatures.
         gather: gather latents across ranks for the CLIP term (no-op single-process).
         soft_duplicates: use the model's ``text_ids`` so that identical reports in a batch are not
-            negatives of each other in the CLIP and beat terms (default; the reference treats them
-            as negatives). Without ``text_ids`` in the outputs, plain one-hot targets are used.
+            negatives of each other in the CLIP and beat terms (a deviation from the paper, whose
+            one-hot targets treat them as negatives: the default). Without ``text_ids`` in the
+            outputs, plain one-hot targets are used.
     """
 
     def __init__(
@@ -36,7 +37,7 @@ class MELPLoss(nn.Module):
         tau2: float = 5.0,
         tau3: float = 10.0,
         gather: bool = True,
-        soft_duplicates: bool = True,
+        soft_duplicates: bool = False,
     ):
         super().__init__()
         for name, w in (("clip", clip), ("caption", caption), ("beat", beat)):

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import torch
 
+MAX_LENGTH = 64
+"""Default maximum generated length in tokens, ``[BOS]`` and EOS included (every entry point)."""
+
 
 class _Stepper:
     """Next-token log-probabilities for growing sequences, with or without KV caches."""
@@ -141,7 +144,7 @@ def generate_ids(
     model,
     ecg: torch.Tensor,
     strategy: str = "beam",
-    max_length: int = 30,
+    max_length: int = MAX_LENGTH,
     min_length: int = 5,
     num_beams: int = 3,
     top_k: int = 1,
@@ -191,7 +194,9 @@ def generate_ids(
         model.train(was_training)
 
 
-def generate(model, ecg: torch.Tensor, strategy: str = "beam", max_length: int = 30, **kwargs) -> list[str]:
+def generate(
+    model, ecg: torch.Tensor, strategy: str = "beam", max_length: int = MAX_LENGTH, **kwargs
+) -> list[str]:
     """Generate one report string per ECG (special tokens removed); kwargs as :func:`generate_ids`."""
     ids = generate_ids(model, ecg, strategy=strategy, max_length=max_length, **kwargs)
     return model.tokenizer.batch_decode(ids[:, 1:].tolist(), skip_special_tokens=True)

@@ -34,18 +34,34 @@ log = logging.getLogger("melp.train")
 
 
 def build_model(cfg: PretrainConfig):
-    """The library model named by ``cfg.model`` (a saved folder with ``init``, else ``create_model``)."""
+    """The library model named by ``cfg.model``: ``create_model``, or with ``init`` a saved folder, either
+    a full model (as saved) or an encoder-only one (e.g. ``melp convert`` output) whose ECG side warm-starts
+    a model with the text side of ``name`` / ``text`` / ``overrides``. ``data.normalize`` is written into
+    the model config (the saved model states the normalisation it was trained with)."""
     import melp
+    from melp.models.config import NORMALIZE_MODES
+    from melp.models.registry import with_text_tower
 
+    if cfg.data.normalize not in NORMALIZE_MODES:
+        raise ValueError(f"data.normalize must be one of {list(NORMALIZE_MODES)}, got {cfg.data.normalize!r}")
     m = cfg.model
     if m.init:
-        if m.overrides or m.text:
-            raise ValueError(
-                "model.init (a saved model) cannot be combined with model.overrides / model.text"
-            )
         model = melp.load_model(m.init)
+        if not model.has_text:
+            model = with_text_tower(model, m.name, text_model=m.text, **m.overrides)
+        elif m.overrides or m.text:
+            raise ValueError(
+                "model.init (a saved full model) cannot be combined with model.overrides / model.text"
+            )
     else:
         model = melp.create_model(m.name, text_model=m.text, **m.overrides)
+    if model.config["ecg"]["normalize"] != cfg.data.normalize:
+        log.info(
+            "model config: ecg.normalize %s -> %s (data.normalize)",
+            model.config["ecg"]["normalize"],
+            cfg.data.normalize,
+        )
+    model.config["ecg"]["normalize"] = cfg.data.normalize
     model.train()  # pretrained text towers load in eval mode; the paper keeps dropout on
     for prefix in m.freeze:  # e.g. "text." freezes the whole text tower, embeddings included
         hit = [p for n, p in model.named_parameters() if n.startswith(prefix)]

@@ -256,7 +256,9 @@ class Code15Reader(Reader):
             raise BadRecord(f"unreadable HDF5: {type(err).__name__}: {err}") from None
         if not np.issubdtype(tracings.dtype, np.floating):
             # the tracings are millivolts as floats; integers would be ADC counts of unknown gain
-            raise BadRecord(f"bad dtype: tracings of {file} are {tracings.dtype}, CODE files hold mV as floats")
+            raise BadRecord(
+                f"bad dtype: tracings of {file} are {tracings.dtype}, CODE files hold mV as floats"
+            )
         if x.ndim != 2 or x.shape[1] != len(CODE_LEADS):
             raise BadRecord(f"bad shape: tracing has shape {x.shape}; expected (samples, 12)")
         return Signal(data=strip_zero_padding(x.T), leads=list(CODE_LEADS), rate=CODE_RATE)  # (T,12)->(12,T)

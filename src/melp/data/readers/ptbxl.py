@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,3 +166,24 @@ class PTBXLReader(Reader):
 
     def normalize_report(self, text: str) -> str:
         return translate.normalize_report(text)
+
+
+def subset_root(root: str | Path, dest: str | Path, per_fold: int) -> Path:
+    """A PTB-XL root with only the first ``per_fold`` present records of each fold (symbolic links to
+    the original files), for quick runs and tests. Returns ``dest``."""
+    root, dest = Path(root), Path(dest)
+    if per_fold < 1:
+        raise ValueError(f"per_fold must be >= 1, got {per_fold}")
+    db = pd.read_csv(root / "ptbxl_database.csv")
+    present = np.array([(root / f"{f}.hea").exists() for f in db["filename_lr"].astype(str)])
+    sel = db[present].groupby("strat_fold", group_keys=False).head(per_fold)
+    dest.mkdir(parents=True, exist_ok=True)
+    sel.to_csv(dest / "ptbxl_database.csv", index=False)
+    (dest / "scp_statements.csv").write_bytes((root / "scp_statements.csv").read_bytes())
+    for f in sel["filename_lr"].astype(str):
+        for ext in (".hea", ".dat"):
+            target = dest / f"{f}{ext}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.symlink((root / f"{f}{ext}").resolve(), target)
+    return dest
