@@ -172,11 +172,11 @@ EVAL_CASES = [
         "argument --device: 'foo' is not a device",
     ),
     (
-        "--device cuda:7",
+        "--device cuda:99",
         "zeroshot",
-        ["--data", "store", "--task", "super_class", "--device", "cuda:7"],
+        ["--data", "store", "--task", "super_class", "--device", "cuda:99"],
         2,
-        "argument --device: 'cuda:7'",
+        "argument --device: 'cuda:99'",
     ),
     (
         "malformed prompts JSON",
