@@ -627,11 +627,11 @@ def build_bad_corpus_2(root: Path) -> dict[str, dict]:
     add("fmt17", "wfdb/fmt17.hea", "unknown storage format 17", "reject", "bad header")
     d = digital_ecg(12, T, seed=347)
     (w / "two_a.dat").write_bytes(encode_samples(d[:6], 16))
-    (w / "two_b.dat").write_bytes(encode_samples(d[6:], 212 if False else 16))
+    (w / "two_b.dat").write_bytes(encode_samples(d[6:], 61))
     sigs = [
         {
             "file": "two_a.dat" if i < 6 else "two_b.dat",
-            "fmt": 16,
+            "fmt": 16 if i < 6 else 61,
             "gain": 200,
             "units": "mV",
             "name": lead,
@@ -641,7 +641,7 @@ def build_bad_corpus_2(root: Path) -> dict[str, dict]:
         for i, lead in enumerate(L)
     ]
     write_header(w / "two.hea", "two", "500", T, sigs)
-    add("two", "wfdb/two.hea", "two signal files for one record", "keep", value=d / 200)
+    add("two", "wfdb/two.hea", "two signal files (formats 16 and 61) for one record", "keep", value=d / 200)
     d = digital_ecg(12, T, seed=348)
     write_record(w, "rec.v1", d, L)
     add("rec.v1", "wfdb/rec.v1.hea", "record name with a dot", "keep", value=d / 200)
