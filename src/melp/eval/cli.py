@@ -12,10 +12,13 @@ from typing import Any
 
 from melp.cli_args import (
     HelpFormatter,
+    device,
     int_at_least,
     lead_list,
     nonneg_float,
     open_fraction,
+    output_file,
+    output_folder,
     positive_float,
     unit_fraction,
 )
@@ -23,12 +26,14 @@ from melp.cli_args import (
 log = logging.getLogger("melp.eval")
 
 
-def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, out_required: bool = True, out_type=output_folder) -> None:
     p.add_argument("--model", required=True, help="saved model folder (save_pretrained) or hub id")
     p.add_argument("--data", required=True, help="store folder written by `melp prepare`")
-    p.add_argument("--out", required=out_required, help="output folder")
+    p.add_argument("--out", required=out_required, type=out_type, help="output folder")
     p.add_argument("--batch-size", type=int_at_least(1), default=128, help="records per forward pass")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
     p.add_argument(
         "--normalize",
         default=None,
@@ -136,6 +141,7 @@ def _zeroshot(args: argparse.Namespace) -> int:
     if _text_missing(model, args):
         return 2
     rows = _rows(args, store)
+    _check_zeroshot_tasks(store, args.task, args.prompts)  # every task and prompt before any output
     for task in args.task:
         res = run_zeroshot(
             model,
@@ -157,6 +163,18 @@ def _zeroshot(args: argparse.Namespace) -> int:
             f"max-F1 {res['macro_f1']:.4f}  n={res['n']}"
         )
     return 0
+
+
+def _check_zeroshot_tasks(store: Any, tasks: list[str], prompts: str | None) -> None:
+    """KeyError/ValueError (one line) for a task the store lacks or a class without a prompt, raised
+    before the first task writes its results (no partial outputs)."""
+    from melp.data.tasks import resolve_task
+    from melp.eval.prompts import load_prompts, prompts_for
+
+    table = load_prompts(prompts)
+    for task in tasks:
+        name = resolve_task(store, task)
+        prompts_for(store.tasks[name], table, name)
 
 
 def _splits(args: argparse.Namespace, store: Any):
@@ -473,9 +491,11 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "--npy-rate", type=positive_float, default=None, help=".npy without sidecar: its sampling rate in Hz"
     )
     _leads_option(p)
-    p.add_argument("--out", default=None, help="CSV file for id, p_<class>..., pred_<class>...")
+    p.add_argument(
+        "--out", type=output_file(".csv"), default=None, help="CSV file for id, p_<class>..., pred_<class>..."
+    )
     p.add_argument("--batch-size", type=int_at_least(1), default=128, help="records per forward pass")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, ... (default: cuda if available)")
     _portion(p)
     p.set_defaults(func=_predict)
 
@@ -502,7 +522,7 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
 
 
 def _add_embed(p: argparse.ArgumentParser) -> None:
-    _common(p)
+    _common(p, out_type=output_file(".parquet", ".npy"))
     _portion(p)
     _leads_option(p)
     p.set_defaults(func=_embed)
@@ -513,7 +533,7 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ptbxl", default=None, help="PTB-XL store (fold 10 = test; PTB-XL mini: fold 9)")
     p.add_argument("--cpsc", default=None, help="CPSC 2018 store (melp prepare cpsc)")
     p.add_argument("--chapman", default=None, help="Chapman / CSN store (melp prepare chapman)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder")
     p.add_argument(
         "--draws", type=int_at_least(1), default=3, help="label draws of the 1 %% and 10 %% probes"
     )
@@ -531,7 +551,7 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     )
     _leads_option(p)
     p.add_argument("--batch-size", type=int_at_least(1), default=128, help="records per forward pass")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument(
         "--figure-format", nargs="+", choices=["png", "pdf", "svg"], default=["png"], help="figure files"
     )
