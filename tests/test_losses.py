@@ -209,3 +209,31 @@ def test_beat_soft_duplicate_targets_match_explicit_soft_ce():
     t = torch.tensor([[0.5, 0, 0.5, 0], [0, 1, 0, 0], [0.5, 0, 0.5, 0], [0, 0, 0, 1]], dtype=torch.float64)
     expected = 0.5 * (-(t * sim.log_softmax(1)).sum(1).mean() - (t * sim.T.log_softmax(1)).sum(1).mean())
     torch.testing.assert_close(beat_loss(beats, sent, mask, text_ids=ids), expected)
+
+
+def test_beat_diversity_by_hand_and_in_melp_loss():
+    from melp.losses import MELPLoss
+    from melp.losses.beat import beat_diversity
+
+    b = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]])  # cosines: 1/sqrt2, 0, 1/sqrt2
+    assert float(beat_diversity(b)) == pytest.approx((0.5 + 0 + 0.5) * 2 / 6)
+    assert float(beat_diversity(torch.ones(2, 4, 3))) == pytest.approx(1.0)
+    assert float(beat_diversity(torch.eye(3)[None])) == 0.0
+    out = {
+        "ecg_latent": torch.nn.functional.normalize(torch.randn(2, 4), dim=-1),
+        "text_latent": torch.nn.functional.normalize(torch.randn(2, 4), dim=-1),
+        "logit_scale": torch.tensor(10.0),
+        "beats": torch.randn(2, 3, 4),
+        "sentences": torch.randn(2, 2, 4),
+        "sentence_mask": torch.ones(2, 2, dtype=torch.bool),
+        "caption_logits": torch.randn(2, 3, 5),
+        "caption_targets": torch.randint(0, 5, (2, 3)),
+        "pad_id": 0,
+    }
+    plain = MELPLoss()(**out)
+    assert "diversity" not in plain  # off by default: the paper's objective
+    with_div = MELPLoss(diversity=0.5)(**out)
+    assert float(with_div["diversity"]) == pytest.approx(0.5 * float(beat_diversity(out["beats"])))
+    assert float(with_div["total"]) == pytest.approx(float(plain["total"] + with_div["diversity"]))
+    with pytest.raises(ValueError, match="diversity"):
+        MELPLoss(diversity=-1)

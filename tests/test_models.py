@@ -416,3 +416,28 @@ def test_documented_parameter_table_is_generated_from_the_configs():
     assert render(page) == page, (
         "docs/model.md is stale: run python -m melp.models.describe --write docs/model.md"
     )
+
+
+def test_beat_pooler_options_orthogonal_queries_and_time_prior():
+    from melp.models.poolers import AttentionalPooler
+
+    torch.manual_seed(0)
+    pooler = AttentionalPooler(16, 8, 2, 4, query_init="orthogonal")
+    gram = pooler.query @ pooler.query.T
+    torch.testing.assert_close(gram, 16 * torch.eye(4), atol=1e-4, rtol=0)
+    prior = AttentionalPooler(16, 8, 2, 4, time_prior=0.05)
+    x = torch.zeros(1, 40, 8)  # identical tokens: the attention is the prior alone
+    x[0, :, 0] = torch.linspace(0, 1, 40)  # (LayerNorm needs some variation)
+    w = prior.attention_weights(x)[0]  # (4, 40)
+    centres = (torch.arange(4) + 0.5) / 4 * 40 - 0.5  # query k looks at its quarter of the record
+    peaks = w.argmax(-1).float()
+    assert torch.all((peaks - centres).abs() <= 1.5), peaks
+    mask = torch.zeros(1, 40, dtype=torch.bool)
+    mask[0, :20] = True  # only the first half is valid: the priors follow the valid duration
+    wm = prior.attention_weights(x, mask)[0]
+    assert torch.all(wm[:, 20:] == 0) and torch.all((wm.argmax(-1).float() - centres / 2).abs() <= 1.5)
+    with pytest.raises(ValueError, match="query_init"):
+        AttentionalPooler(16, 8, 2, 4, query_init="uniform")
+    cfg = get_config("melp-test", heads={"beat_query_init": "orthogonal", "beat_time_prior": 0.1})
+    model = melp.create_model(cfg)
+    assert model.beat_pooler.time_prior == 0.1

@@ -125,3 +125,16 @@ def beat_attention(beats: torch.Tensor, sentences: torch.Tensor, tau1: float = 4
     """
     a = beats @ sentences.T  # (Q, n_s)
     return (tau1 * a.softmax(dim=-1)).T.softmax(dim=-1)  # (n_s, Q)
+
+
+def beat_diversity(beats: torch.Tensor) -> torch.Tensor:
+    """Mean squared cosine between different beat embeddings of the same ECG (scalar, 0 = mutually
+    orthogonal, 1 = all alike): a regulariser that keeps the Q beat slots from collapsing onto one
+    vector (then every sentence attends uniformly to them). beats: (B, Q, D)."""
+    v = F.normalize(beats.float(), dim=-1)
+    gram = v @ v.transpose(1, 2)  # (B, Q, Q)
+    q = gram.shape[-1]
+    if q < 2:
+        return gram.new_zeros(())
+    off = gram.pow(2).sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).pow(2).sum(-1)  # (B,)
+    return (off / (q * (q - 1))).mean()

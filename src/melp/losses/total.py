@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from melp.losses.beat import beat_loss
+from melp.losses.beat import beat_diversity, beat_loss
 from melp.losses.caption import caption_loss
 from melp.losses.clip import clip_loss
 
@@ -21,6 +21,8 @@ class MELPLoss(nn.Module):
         clip, caption, beat: term weights (lambda_clip, lambda_cap, lambda_beat).
         tau1, tau2, tau3: beat-loss temperatures.
         gather: gather latents across ranks for the CLIP term (no-op single-process).
+        diversity: weight of :func:`melp.losses.beat.beat_diversity` (0 = off, the paper); the term
+            appears in the outputs only when on.
         soft_duplicates: use the model's ``text_ids`` so that identical reports in a batch are not
             negatives of each other in the CLIP and beat terms (a deviation from the paper, whose
             one-hot targets treat them as negatives: the default). Without ``text_ids`` in the
@@ -38,6 +40,7 @@ class MELPLoss(nn.Module):
         tau3: float = 10.0,
         gather: bool = True,
         soft_duplicates: bool = False,
+        diversity: float = 0.0,
     ):
         super().__init__()
         for name, w in (("clip", clip), ("caption", caption), ("beat", beat)):
@@ -47,6 +50,9 @@ class MELPLoss(nn.Module):
         self.taus = (tau1, tau2, tau3)
         self.gather = gather
         self.soft_duplicates = soft_duplicates
+        if diversity < 0:
+            raise ValueError(f"MELPLoss: weight diversity={diversity} must be >= 0")
+        self.diversity = float(diversity)
 
     def forward(
         self,
@@ -82,5 +88,7 @@ class MELPLoss(nn.Module):
             if w["beat"]
             else zero,
         }
-        out["total"] = out["clip"] + out["caption"] + out["beat"]
+        if self.diversity:  # a deviation (off by default): keeps the beat slots apart
+            out["diversity"] = self.diversity * beat_diversity(beats)
+        out["total"] = sum(out.values())
         return out

@@ -105,10 +105,14 @@ class MultiHeadAttention(nn.Module):
         self, query: torch.Tensor, kv: torch.Tensor, attn_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Head-averaged attention probabilities (B, Lq, Lk) without dropout (for visualisation);
-        ``attn_mask`` boolean (True = attend), broadcastable to (B, H, Lq, Lk)."""
+        ``attn_mask`` boolean (True = attend) or additive, broadcastable to (B, H, Lq, Lk)."""
         q = self._split(self.q_proj(query))
         k, _ = self.project_kv(kv)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, Lq, Lk)
         if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask, float("-inf"))
+            scores = (
+                scores.masked_fill(~attn_mask, float("-inf"))
+                if attn_mask.dtype == torch.bool
+                else scores + attn_mask
+            )
         return scores.softmax(-1).mean(1)

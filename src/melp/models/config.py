@@ -75,6 +75,10 @@ class HeadsConfig:
     n_caption_queries: int = 128
     caption_heads: int = 8
     caption_dim: int | None = None  # null -> the text tower's hidden size
+    beat_query_init: str = "normal"  # "orthogonal": orthogonal beat queries at init (a deviation)
+    beat_time_prior: float | None = (
+        None  # width (fraction of the record) of a Gaussian time prior per beat query
+    )
 
 
 @dataclass

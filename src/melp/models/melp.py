@@ -137,7 +137,10 @@ class MELPModel(nn.Module):
                     f"heads.caption_dim={cap} but the text tower is {h} wide; the caption decoder reads "
                     "the caption tokens at the text width (set heads.caption_dim to null)"
                 )
-        self.beat_pooler = AttentionalPooler(d, c, hcfg["beat_heads"], hcfg["n_beat_queries"])
+        self.beat_pooler = AttentionalPooler(
+            d, c, hcfg["beat_heads"], hcfg["n_beat_queries"], query_init=hcfg["beat_query_init"],
+            time_prior=hcfg["beat_time_prior"],
+        )  # fmt: skip
         self.beat_norm = nn.LayerNorm(d)
         self.beat_proj = nn.Parameter(torch.randn(d, d) * c**-0.5)  # P (D, D), no bias
         self.caption_pooler = AttentionalPooler(cap, c, hcfg["caption_heads"], hcfg["n_caption_queries"])

@@ -84,6 +84,9 @@ class LossConfig:
     # false (default) = the paper's objective: plain one-hot CLIP and beat targets; true = identical
     # reports in a batch are not negatives of each other (a deviation; melp-tiny uses it)
     soft_duplicates: bool = False
+    # weight of the beat-diversity regulariser (mean squared cosine between an ECG's beat slots);
+    # 0 = off (the paper)
+    diversity: float = 0.0
 
 
 @dataclass

@@ -299,7 +299,13 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     module = MELPLightning(
         cfg,
         model,
-        MELPLoss(cfg.loss.clip, cfg.loss.caption, cfg.loss.beat, soft_duplicates=cfg.loss.soft_duplicates),
+        MELPLoss(
+            cfg.loss.clip,
+            cfg.loss.caption,
+            cfg.loss.beat,
+            soft_duplicates=cfg.loss.soft_duplicates,
+            diversity=cfg.loss.diversity,
+        ),  # fmt: skip
         val_sets,
         total_steps,
     )
