@@ -465,8 +465,11 @@ def pretrain_text(
     )
     after = heldout_perplexity(model, tok, held, **kw)
     log.info("held-out MLM perplexity after: %.3f", after)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    from melp.text.encoder import quiet_transformers
+
+    with quiet_transformers():  # no "Writing model shards" bar for a sub-second write
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
     result = MLMResult(
         init=str(init),
         n_train=len(train_texts),
