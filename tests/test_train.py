@@ -286,7 +286,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, m
         def forward(self, **kw):
             out = base.forward(self, **kw)
             calls["n"] += 1
-            if calls["n"] == 4:  # the 4th training step (global step 3)
+            if calls["n"] == 5:  # the 4th training step (global step 3); call 1 is the unused-parameter probe
                 out["beat"] = out["beat"] * float("nan")
                 out["total"] = out["clip"] + out["caption"] + out["beat"]
             return out

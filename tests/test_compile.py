@@ -1,0 +1,159 @@
+"""torch.compile: the training forward and the three losses trace as one graph (no break), and
+``model.compile: true`` trains like eager mode.
+
+Cost on 2 CPU cores: tracing (``torch._dynamo.explain``, no code generation) takes a few seconds;
+the training test uses the ``aot_eager`` backend (dynamo + AOT autograd, ~10 s to compile).
+Inductor itself (the default ``model.compile_backend``) is exercised by
+``benchmarks/bench_train_step.py --compile``; its first compile of ``melp-test`` takes minutes on
+this machine, too long for CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch._dynamo as dynamo
+
+import melp
+from melp.losses import MELPLoss
+from melp.losses.beat import beat_loss
+from melp.losses.caption import caption_loss
+from melp.losses.clip import clip_loss
+from melp.train.datamodule import PretrainCollate
+from melp.train.step import forward_and_loss, model_inputs
+
+DATA = Path(__file__).parents[1] / "data"
+REPORTS = [
+    "sinus rhythm. normal ecg.",
+    "atrial fibrillation. left axis deviation. abnormal ecg.",
+    "sinus bradycardia.",
+    "st elevation. possible infarct. abnormal",
+]
+
+
+def _breaks(fn, *args, **kwargs) -> list[str]:
+    """Graph-break reasons of tracing ``fn`` with static shapes, then with every dimension
+    dynamic (as after a recompile for a new report length): both must give one graph."""
+    dynamo.reset()
+    ex = dynamo.explain(fn)(*args, **kwargs)
+    reasons = [str(r.reason) for r in ex.break_reasons] + ([] if ex.graph_count == 1 else ["graphs"])
+    dynamo.reset()
+    try:  # fullgraph=True raises at the first break; the "eager" backend generates no code
+        torch.compile(fn, backend="eager", fullgraph=True, dynamic=True)(*args, **kwargs)
+    except torch._dynamo.exc.Unsupported as err:
+        reasons.append(f"dynamic shapes: {str(err).splitlines()[0]}")
+    return reasons
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return melp.create_model("melp-test").train()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_forward_and_losses_trace_without_graph_breaks(model, sparse, monkeypatch):
+    monkeypatch.setitem(model.config["decoder"], "sparse_logits", sparse)
+    g = torch.Generator().manual_seed(0)
+    batch = PretrainCollate.for_model(model)(
+        [{"ecg": torch.randn(12, 1000, generator=g), "report": r} for r in REPORTS]
+    )
+    inputs = model_inputs(batch)
+    assert ("caption_index" in inputs) == sparse
+    assert _breaks(forward_and_loss, model, MELPLoss(), **inputs) == []
+    # the parts one by one: encoder, poolers, each loss
+    tokens = model.ecg_tokens(inputs["ecg"])
+    assert _breaks(model.ecg_encoder, inputs["ecg"]) == []
+    assert _breaks(model.beat_pooler, tokens) == []
+    assert _breaks(model.caption_pooler, tokens) == []
+    out = model(**inputs)
+    assert (
+        _breaks(
+            clip_loss, out["ecg_latent"], out["text_latent"], out["logit_scale"], text_ids=out["text_ids"]
+        )
+        == []
+    )
+    assert _breaks(caption_loss, out["caption_logits"], out["caption_targets"], out["pad_id"]) == []
+    assert (
+        _breaks(beat_loss, out["beats"], out["sentences"], out["sentence_mask"], text_ids=out["text_ids"])
+        == []
+    )
+
+
+def test_a_host_read_is_reported_as_a_graph_break(model):
+    """The check above can fail: a .item() in the traced code is a break."""
+
+    def with_item(x):
+        return model.ecg_encoder(x) * float(x.abs().max())
+
+    assert _breaks(with_item, torch.randn(2, 12, 1000))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from melp.data.store import prepare
+    from melp.eval.demo import subset_root
+
+    tmp = tmp_path_factory.mktemp("compile")
+    root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=2)
+    prepare("ptbxl", root, tmp / "store", workers=0, progress=False)
+    return tmp / "store"
+
+
+def test_compiled_training_matches_eager(store, tmp_path):
+    import pandas as pd
+
+    from melp.train.config import apply_overrides, load_config
+    from melp.train.run import pretrain
+
+    def run(out, *extra):
+        cfg = load_config("melp-tiny")
+        cfg.model.overrides = {  # dropout off: eager and compiled draw their masks differently
+            "ecg": {"dropout": 0.0, "attention_dropout": 0.0, "dropout_input": 0.0},
+            "text": {
+                "from_config": {
+                    "hidden_size": 32,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 2,
+                    "intermediate_size": 64,
+                    "max_position_embeddings": 64,
+                    "hidden_dropout_prob": 0.0,
+                    "attention_probs_dropout_prob": 0.0,
+                }
+            },
+        }
+        cfg = apply_overrides(
+            cfg,
+            [
+                f"data.store={store}",
+                f"out={out}",
+                "model.name=melp-test",
+                "model.freeze=[]",
+                "model.cache_text=false",
+                "data.batch_size=4",
+                "trainer.max_steps=3",
+                "trainer.log_every_n_steps=1",
+                "trainer.progress_bar=false",
+                "val.sets=[]",
+                *extra,
+            ],
+        )
+        pretrain(cfg)
+        log = pd.read_csv(out / "logs" / "csv" / "metrics.csv")
+        return log[log["train/total"].notna()].set_index("step")
+
+    eager = run(tmp_path / "eager")
+    dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = run(tmp_path / "compiled", "model.compile=true", "model.compile_backend=aot_eager")
+    # really compiled: one graph, recompiled once with a dynamic report length, no break
+    assert counters["stats"]["unique_graphs"] == 2 and not counters["graph_break"], dict(
+        counters["graph_break"]
+    )
+    assert list(compiled.index) == [0, 1, 2]
+    for term in ("train/clip", "train/caption", "train/beat", "train/total"):
+        err = float((eager[term] - compiled[term]).abs().max())
+        assert err < 1e-4, (term, err)
