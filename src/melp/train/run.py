@@ -315,11 +315,18 @@ def _loggers(cfg: PretrainConfig, out: Path) -> list:
     return made
 
 
-def _check_strategy(strategy: str) -> None:
+def _check_strategy(strategy: str, accelerator: str) -> None:
+    """Refuse, before any work, a strategy that cannot run here (with what to do instead)."""
     import importlib.util
 
     if strategy.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(f"trainer.strategy={strategy}: needs the deepspeed package: pip install deepspeed")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if strategy.startswith("fsdp") and on_cpu:
+        raise ConfigError(
+            f'trainer.strategy={strategy}: Lightning runs FSDP on CUDA GPUs only ("The strategy `fsdp` '
+            'requires a GPU accelerator"); on CPU use trainer.strategy=ddp'
+        )
 
 
 def _probe_batch(train_ds: IndexedDataset, collate: PretrainCollate) -> dict:
@@ -354,7 +361,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Cal
     tc = cfg.trainer
     if not (cfg.loss.clip or cfg.loss.caption or cfg.loss.beat):
         raise ConfigError("loss: every weight is 0 (loss.clip, loss.caption, loss.beat); nothing to train")
-    _check_strategy(tc.strategy)
+    _check_strategy(tc.strategy, tc.accelerator)
     loggers = _loggers(cfg, out)
     resume_ckpt = _resume_path(resume, ckpt_dir)
     if resume_ckpt is not None:  # refuse an unsafe file before any work (and before Lightning sees it)
