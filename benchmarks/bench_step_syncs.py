@@ -74,7 +74,15 @@ def build(sparse: bool):
 
 def batch_of(collate: PretrainCollate, b: int, n_samples: int) -> dict:
     g = torch.Generator().manual_seed(b)
-    items = [{"ecg": torch.randn(12, n_samples, generator=g), "report": r} for r in reports(b, seed=b)]
+    # as the pretraining dataset gives them; every 4th record is 6 s of 10 (the padding mask is on)
+    items = [
+        {
+            "ecg": torch.randn(12, n_samples, generator=g),
+            "length": n_samples * 6 // 10 if i % 4 == 3 else n_samples,
+            "report": r,
+        }
+        for i, r in enumerate(reports(b, seed=b))
+    ]
     return collate(items)
 
 

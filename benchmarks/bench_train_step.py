@@ -85,9 +85,9 @@ def loop_beat_loss(beats, sentences, mask, t1=4.0, t2=5.0, t3=10.0):
 
 def naive_step(model, x, ids, mask):
     """Forward + loss with the naive pooling and beat loss (same model, same weights)."""
-    tokens = model.ecg_tokens(x)
-    _, beats = model._beats(tokens)
-    ctx = model.caption_context(tokens)
+    tokens, frame_mask = model.ecg_tokens(x)
+    _, beats = model.beat_embeddings(tokens, frame_mask)
+    ctx = model.caption_context(tokens, frame_mask)
     feats, cls = model.text_features(ids, mask)
     sent, smask = loop_pool_sentences(model, feats, ids, mask)
     sentences = model.sent_proj(sent)

@@ -85,7 +85,8 @@ def write_cinc_mat(
         n = val.shape[1]
         lines = [f"{name} {len(leads)} {rate} {n}"]
         for i, lead in enumerate(leads):
-            lines.append(f"{name}.mat 16x1+24 {gain:g}(0)/mV 16 0 {int(val[i, 0])} 0 0 {lead}")
+            checksum = int(val[i].astype(np.int64).sum()) % 65536  # as the Challenge files carry it
+            lines.append(f"{name}.mat 16x1+24 {gain:g}(0)/mV 16 0 {int(val[i, 0])} {checksum} 0 {lead}")
         lines += ["# Age: 50", "# Sex: Male", f"# Dx: {dx or '426783006'}"]
         (folder / f"{name}.hea").write_text("\n".join(lines) + "\n")
     return val / gain
@@ -222,10 +223,10 @@ def build_bad_corpus(root: Path) -> dict[str, dict]:
     write_wfdb(root / "wfdb", "trunc", ecg_like(12, 2500, seed=220), MIMIC_LEADS, 500)
     dat = root / "wfdb" / "trunc.dat"
     dat.write_bytes(dat.read_bytes()[: 2500 * 12])  # half the samples
-    add("trunc", "wfdb/trunc.hea", "truncated .dat", "reject", "unreadable WFDB record")
+    add("trunc", "wfdb/trunc.hea", "truncated .dat", "reject", "truncated signal")
     (root / "wfdb" / "badhea.hea").write_text("badhea twelve 500 abc\nthis is not a header\n")
     (root / "wfdb" / "badhea.dat").write_bytes(b"\0" * 100)
-    add("badhea", "wfdb/badhea.hea", "malformed header", "reject", "unreadable WFDB record")
+    add("badhea", "wfdb/badhea.hea", "malformed header", "reject", "bad header")
     x = ecg_like(12, 2000, seed=221)
     x[3, 100:110] = np.nan
     _npy(root, "nan", x, MIMIC_LEADS, 500)
@@ -266,7 +267,7 @@ def build_bad_corpus(root: Path) -> dict[str, dict]:
     add("nosidecar", "nosidecar.npy", ".npy without lead names/rate", "reject", "no lead names")
     write_cinc_mat(root / "mat", "badmat", ecg_like(12, 2000, seed=231, gain=1000))
     (root / "mat" / "badmat.mat").write_bytes(b"MATLAB garbage" * 10)
-    add("badmat", "mat/badmat.hea", "corrupt .mat", "reject", "unreadable WFDB record")
+    add("badmat", "mat/badmat.hea", "corrupt .mat", "reject", "unreadable MATLAB file")
 
     # rejected or counted at index time (no signal read)
     _npy(root, "noreport", ecg_like(12, 2000, seed=232), MIMIC_LEADS, 500)

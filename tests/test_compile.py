@@ -57,17 +57,21 @@ def model():
 def test_forward_and_losses_trace_without_graph_breaks(model, sparse, monkeypatch):
     monkeypatch.setitem(model.config["decoder"], "sparse_logits", sparse)
     g = torch.Generator().manual_seed(0)
-    batch = PretrainCollate.for_model(model)(
-        [{"ecg": torch.randn(12, 1000, generator=g), "report": r} for r in REPORTS]
+    batch = PretrainCollate.for_model(model)(  # one record of 6 s in a 10 s window (padding mask)
+        [
+            {"ecg": torch.randn(12, 1000, generator=g), "length": 1000 - 400 * (i == 2), "report": r}
+            for i, r in enumerate(REPORTS)
+        ]
     )
     inputs = model_inputs(batch)
-    assert ("caption_index" in inputs) == sparse
+    assert ("caption_index" in inputs) == sparse and "lengths" in inputs
     assert _breaks(forward_and_loss, model, MELPLoss(), **inputs) == []
     # the parts one by one: encoder, poolers, each loss
-    tokens = model.ecg_tokens(inputs["ecg"])
-    assert _breaks(model.ecg_encoder, inputs["ecg"]) == []
-    assert _breaks(model.beat_pooler, tokens) == []
-    assert _breaks(model.caption_pooler, tokens) == []
+    tokens, mask = model.ecg_tokens(inputs["ecg"], inputs["lengths"])
+    assert mask is not None and not mask.all()
+    assert _breaks(model.ecg_encoder, inputs["ecg"], inputs["lengths"]) == []
+    assert _breaks(model.beat_pooler, tokens, mask) == []
+    assert _breaks(model.caption_pooler, tokens, mask) == []
     out = model(**inputs)
     assert (
         _breaks(
@@ -86,15 +90,15 @@ def test_a_host_read_is_reported_as_a_graph_break(model):
     """The check above can fail: a .item() in the traced code is a break."""
 
     def with_item(x):
-        return model.ecg_encoder(x) * float(x.abs().max())
+        return model.ecg_encoder(x)[0] * float(x.abs().max())
 
     assert _breaks(with_item, torch.randn(2, 12, 1000))
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
+    from melp.data.readers.ptbxl import subset_root
     from melp.data.store import prepare
-    from melp.eval.demo import subset_root
 
     tmp = tmp_path_factory.mktemp("compile")
     root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=2)

@@ -59,8 +59,8 @@ def _args(root: Path, out: Path) -> list[str]:
         f"leads={','.join(MIMIC_LEADS)}",
         "-o",
         "sample_rate=100",
-        "-o",
-        f"chunk_size={CHUNK}",
+        "--chunk-size",
+        str(CHUNK),
     ]
 
 

@@ -166,8 +166,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """PTB-XL mini, 5 records per fold: folds 1-8 train (40), folds 8-9 for validation."""
+    from melp.data.readers.ptbxl import subset_root
     from melp.data.store import prepare
-    from melp.eval.demo import subset_root
 
     tmp = tmp_path_factory.mktemp("ddp")
     root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=5)

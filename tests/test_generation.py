@@ -1,5 +1,7 @@
 """Report generation: KV-cached decoding equals recomputation; length and token rules."""
 
+import copy
+
 import pytest
 import torch
 
@@ -34,7 +36,7 @@ def test_cached_generation_equals_uncached(model, ecg, strategy, kw):
 def _teacher_forced_logprob(model, x, ids):
     """Sum of next-token log-probabilities of a sequence (1, t) for ECG x (1, L, T), full forward."""
     with torch.no_grad():
-        ctx = model.caption_context(model.ecg_tokens(x))
+        ctx = model.caption_context(*model.ecg_tokens(x))
         feats = model.text(ids, torch.ones_like(ids))
         lp = model.decoder(feats, ctx).log_softmax(-1)[0, :-1]  # (t-1, V)
     return lp.gather(1, ids[0, 1:, None]).sum().item()
@@ -47,7 +49,7 @@ def test_greedy_picks_the_argmax_and_beam_of_one_is_greedy(model, ecg):
     # every greedy token is the argmax of the (special-token-suppressed) next-token distribution
     model.eval()
     with torch.no_grad():
-        ctx = model.caption_context(model.ecg_tokens(ecg[:1]))
+        ctx = model.caption_context(*model.ecg_tokens(ecg[:1]))
         ids = greedy[:, : int((greedy != model.pad_id).sum())]
         logits = model.decoder(model.text(ids, torch.ones_like(ids)), ctx)[0, :-1]
         logits[:, model.special_ids & (torch.arange(len(model.special_ids)) != model.eos_id)] = -float("inf")
@@ -69,19 +71,54 @@ def test_length_rules_and_special_tokens(model, ecg):
         assert not special & set(row[1:end])
 
 
+def _exhaustive_best(model, ctx, tokens, min_length, max_length, score):
+    """Best complete sequence under ``score`` ("logprob" or "raw" logits), by enumeration, with the
+    decoder run directly (independent of the stepper): EOS is banned before ``min_length`` and forced
+    (log-prob 0) at the last position, as generation does; the value is divided by the number of
+    generated tokens (length penalty 1)."""
+    import itertools
+
+    best, best_seq = -float("inf"), None
+    for k in range(1, max_length - 1):  # number of ordinary tokens before EOS
+        for body in itertools.product(tokens, repeat=k):
+            seq = [model.bos_id, *body, model.eos_id]
+            ids = torch.tensor([seq])
+            with torch.no_grad():
+                logits = model.decoder(model.text(ids, torch.ones_like(ids)), ctx)[0, :-1]  # (t-1, V)
+            rows = logits.log_softmax(-1) if score == "logprob" else logits
+            total = 0.0
+            for pos, tok in enumerate(seq[1:]):
+                cur_len = pos + 1
+                if cur_len + 1 >= max_length:  # the last allowed position: EOS is forced
+                    total += 0.0 if tok == model.eos_id else -float("inf")
+                elif tok == model.eos_id and cur_len < min_length:
+                    total = -float("inf")
+                else:
+                    total += float(rows[pos, tok])
+            value = total / len(seq[1:])
+            if value > best:
+                best, best_seq = value, seq
+    return best_seq
+
+
 def test_beam_search_scores_are_log_probabilities(model, ecg):
-    # With 4 beams the chosen hypothesis is at least as likely (length-normalised) as greedy's.
+    # A caption vocabulary of 5 words + [SEP] makes the hypothesis space small enough to enumerate;
+    # a beam as wide as that space must return the exhaustive optimum of the length-normalised
+    # LOG-PROBABILITY. Summing raw logits (D23) picks another sequence on this model.
+    small = copy.deepcopy(model).eval()
+    small.restrict_caption_vocab(["sinus rhythm normal ecg ."])
+    small.double()
+    words = [int(i) for i in small.decoder.vocab_ids if int(i) != small.eos_id]
     x = ecg[:1]
-    model.eval()
-    g = generate_ids(model, x, "greedy", max_length=12)
-    b = generate_ids(model, x, "beam", num_beams=4, max_length=12)
-
-    def norm_lp(ids):
-        ids = ids[:, : int((ids != model.pad_id).sum())]
-        return _teacher_forced_logprob(model, x, ids) / (ids.shape[1] - 1)
-
-    assert norm_lp(b) >= norm_lp(g) - 1e-9
-    model.train()
+    with torch.no_grad():
+        ctx = small.caption_context(*small.ecg_tokens(x))
+    min_length, max_length = 2, 5  # [BOS] + 1..3 words + [SEP]
+    want = _exhaustive_best(small, ctx, words, min_length, max_length, "logprob")
+    raw = _exhaustive_best(small, ctx, words, min_length, max_length, "raw")
+    assert want != raw  # the test can tell log-probabilities from raw logits on this model
+    got = generate_ids(small, x, "beam", num_beams=160, min_length=min_length, max_length=max_length)[0]
+    got = [int(t) for t in got if int(t) != small.pad_id]
+    assert got == want
 
 
 def test_generate_returns_strings_and_restores_train_mode(model, ecg):

@@ -122,7 +122,8 @@ def test_small_encoder_parameter_budget_matches_paper():
     assert count(enc.layers) == pytest.approx(56.7, abs=0.05)
     x = torch.randn(1, 12, 5000)
     with torch.no_grad():
-        assert enc.eval()(x).shape == (1, 312, 768)  # spec §3.1: 312 frames of 16 samples
+        tokens, mask = enc.eval()(x)
+        assert tokens.shape == (1, 312, 768) and mask is None  # spec §3.1: 312 frames of 16 samples
 
 
 def test_positional_conv_weight_norm_has_one_magnitude_per_kernel_position():
@@ -258,17 +259,24 @@ def test_create_model_loads_named_text_checkpoint_weights():
     assert model.decoder.ln_final.normalized_shape == (384,)
 
 
-def test_wrong_lead_count_is_rejected(test_model):
-    with pytest.raises(ValueError, match=r"\(B, 12, T\)"):
-        test_model.encode_ecg(torch.randn(2, 8, 1000))
+def test_wrong_lead_count_or_length_is_rejected_naming_the_contract(test_model):
+    for bad in (torch.randn(2, 8, 1000), torch.randn(2, 12, 999), torch.randn(12, 1000)):
+        for call in (test_model.encode_ecg, test_model.embed, test_model.ecg_tokens):
+            with pytest.raises(
+                ValueError, match=r"expects \(B, 12, 1000\): leads I, II, III, aVR, aVF.*100 Hz"
+            ):
+                call(bad)
+    with pytest.raises(ValueError, match=r"model.preprocess"):
+        test_model(torch.randn(2, 12, 500), **test_model.tokenize(["sinus rhythm."] * 2))
 
 
 def test_attention_maps_values(test_model):
+    from melp.eval.beats import attention_maps
     from melp.losses.beat import beat_attention
 
     model = test_model.eval()
     x = torch.randn(12, 1000, generator=torch.Generator().manual_seed(2))
-    maps = model.attention_maps(x, "sinus rhythm. normal ecg. borderline")
+    maps = attention_maps(model, x, "sinus rhythm. normal ecg. borderline")
     q = model.config["heads"]["n_beat_queries"]
     assert maps["sentences"] == ["sinus rhythm.", "normal ecg.", "borderline"]
     assert maps["frame_rate"] == 100 / 8  # 100 Hz input, conv stem stride 4 * 2
@@ -315,7 +323,7 @@ def test_sparse_logits_and_compact_vocab_give_the_dense_loss():
     assert out["caption_logits"].shape[-1] == len(ids) + 1
     # by hand: log-softmax over the K+1 compact classes at every real target position
     feats, _ = model.text_features(enc["input_ids"], enc["attention_mask"])
-    hidden = model.decoder.hidden(feats[:, :-1], model.caption_context(model.ecg_tokens(x)))
+    hidden = model.decoder.hidden(feats[:, :-1], model.caption_context(*model.ecg_tokens(x)))
     logits = hidden @ model.decoder.out_proj  # (B, S-1, K+1)
     real = enc["attention_mask"][:, 1:].bool()
     index = {t: i for i, t in enumerate(ids)}
@@ -365,3 +373,14 @@ def test_text_feature_cache_matches_the_frozen_tower():
     losses = MELPLoss()(**out)
     losses["total"].backward()
     assert all(p.grad is None for p in model.text.parameters())
+
+
+def test_documented_parameter_table_is_generated_from_the_configs():
+    from pathlib import Path
+
+    from melp.models.describe import render
+
+    page = (Path(__file__).parents[1] / "docs" / "model.md").read_text()
+    assert render(page) == page, (
+        "docs/model.md is stale: run python -m melp.models.describe --write docs/model.md"
+    )

@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from melp.eval.prompts import TASK_CLASSES, load_prompts, prompts_for, resolve_task_classes
+from melp.data.tasks import BENCHMARK_TASKS as TASK_CLASSES
+from melp.data.tasks import canonical_task
+from melp.eval.prompts import load_prompts, prompts_for
 
 DATA = Path(__file__).parents[1] / "data"
 PROMPTS = load_prompts()
@@ -149,9 +151,9 @@ def test_user_prompt_file(tmp_path):
 
 
 def test_task_aliases():
-    assert resolve_task_classes("super_class") == ["HYP", "NORM", "MI", "CD", "STTC"]
-    with pytest.raises(KeyError, match="unknown task"):
-        resolve_task_classes("mimic")
+    assert TASK_CLASSES[canonical_task("super_class")] == ["HYP", "NORM", "MI", "CD", "STTC"]
+    assert canonical_task("cpsc") == "icbeb" and canonical_task("rhythm") == "ptbxl_rhythm"
+    assert canonical_task("mimic") == "mimic"  # not a benchmark task: unchanged
 
 
 def test_task_scoped_prompt_overrides_plain_code():

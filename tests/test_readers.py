@@ -379,7 +379,7 @@ def test_generic_binary_columns_and_required_report(tmp_path):
     assert idx.entries["labels_labels"].tolist() == [["AF"], ["NORM"]]
     assert idx.entries["patient"].tolist() == ["p1", "p1"]
     assert idx.entries["age"].tolist() == ["50", "61"]  # other columns: metadata
-    assert idx.rejects == [{"id": "x0", "file": "r2.npy", "reason": "duplicate id: first at r0.npy"}]
+    assert idx.rejects == [{"id": "x0", "file": "r2.npy", "reason": "duplicate id: x0 first at r0.npy"}]
     # a report-only CSV (pretraining): empty reports are rejected
     pd.DataFrame({"file": ["r0.npy", "r1.npy"], "report": ["sinus rhythm", " "]}).to_csv(
         tmp_path / "meta.csv", index=False
@@ -402,11 +402,11 @@ def test_corrupt_matlab_files_raise_bad_record(tmp_path):
     scipy.io.savemat(str(tmp_path / "A0002.mat"), {"other": np.zeros(3)})
     with pytest.raises(BadRecord, match="^bad MATLAB file: no struct field"):
         read_cpsc_mat(tmp_path / "A0002.mat")
-    (tmp_path / "JS1.mat").write_bytes(b"garbage" * 20)  # no .hea: scipy path
-    with pytest.raises(BadRecord, match="^unreadable MATLAB file: "):
+    (tmp_path / "JS1.mat").write_bytes(b"garbage" * 20)  # no .hea: the container is checked first
+    with pytest.raises(BadRecord, match="^bad MATLAB file: JS1.mat is not a MATLAB v4, v5 or v7.3 file"):
         read_cinc_mat(tmp_path / "JS1.mat")
     scipy.io.savemat(str(tmp_path / "JS2.mat"), {"val": np.zeros((8, 100), dtype=np.int16)})
-    with pytest.raises(BadRecord, match=r"^bad shape: 'val' has shape \(8, 100\)"):
+    with pytest.raises(BadRecord, match=r"^bad shape: 'val' \(v5\) has shape \(8, 100\)"):
         read_cinc_mat(tmp_path / "JS2.mat")
 
 

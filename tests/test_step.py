@@ -28,8 +28,17 @@ REPORTS = [
 
 
 def _batch(collate: PretrainCollate, b: int, seed: int = 0) -> dict:
+    """b items as the pretraining dataset gives them (one of every 4 records is 6 s of 10: padded)."""
     g = torch.Generator().manual_seed(seed)
-    return collate([{"ecg": torch.randn(12, 1000, generator=g), "report": REPORTS[i % 4]} for i in range(b)])
+    items = [
+        {
+            "ecg": torch.randn(12, 1000, generator=g),
+            "length": 600 if i % 4 == 2 else 1000,
+            "report": REPORTS[i % 4],
+        }
+        for i in range(b)
+    ]
+    return collate(items)
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +161,8 @@ class _ProfileSteps(Callback):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
+    from melp.data.readers.ptbxl import subset_root
     from melp.data.store import prepare
-    from melp.eval.demo import subset_root
 
     tmp = tmp_path_factory.mktemp("step")
     root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=2)

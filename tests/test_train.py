@@ -78,6 +78,10 @@ def test_named_configs_pin_the_paper_setup():
     p = load_config("melp-paper")
     assert (p.optim.lr, p.optim.weight_decay, p.optim.betas) == (2e-4, 0.2, [0.9, 0.95])
     assert (p.loss.clip, p.loss.caption, p.loss.beat) == (1.0, 2.0, 0.2)
+    assert (
+        p.loss.soft_duplicates is False and PretrainConfig().loss.soft_duplicates is False
+    )  # the paper's targets
+    assert load_config("melp-tiny").loss.soft_duplicates is True  # the CPU recipe's documented deviation
     assert (p.data.batch_size, p.trainer.devices, p.trainer.precision) == (64, 4, "bf16-mixed")
     assert p.model.name == "melp-small" and p.model.text == "fuyingw/heart_bert"
     t = load_config("melp-tiny")
@@ -179,8 +183,8 @@ def test_indexed_dataset_is_deterministic_and_leaves_global_rng_alone():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A store of 4 real PTB-XL mini records per fold (36; folds 1-8 train, 9 validation)."""
+    from melp.data.readers.ptbxl import subset_root
     from melp.data.store import prepare
-    from melp.eval.demo import subset_root
 
     tmp = tmp_path_factory.mktemp("train")
     root = subset_root(DATA / "ptbxl-mini", tmp / "root", per_fold=4)
@@ -380,3 +384,56 @@ def test_missing_logger_package_and_impossible_strategy_are_explained(store, tmp
 def test_tensorboard_logger_writes_events(full_run):
     _, out = full_run
     assert list((out / "logs" / "tb").glob("events.out.tfevents.*"))
+
+
+# --------------------------------------------------------------------------- warm start from released weights
+
+
+def test_pretraining_warm_starts_from_a_converted_encoder(store, tmp_path):
+    """model.init = an encoder-only folder (melp convert): the ECG side starts from it, the text side
+    is built from the config; data.normalize is written into the saved model's config."""
+    import json
+
+    import melp
+    from melp.models.convert import convert_melp_encoder
+    from melp.train.run import build_model, pretrain
+
+    golden = DATA / "golden"
+    (tmp_path / "cfg.json").write_text(
+        json.dumps(json.loads((golden / "melp_encoder_small.json").read_text())["small_config"])
+    )
+    convert_melp_encoder(
+        golden / "melp_encoder_small.safetensors", tmp_path / "enc", tmp_path / "cfg.json", 100, 1000
+    )
+    encoder = melp.load_model(tmp_path / "enc")
+    text = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    cfg = _cfg(
+        store,
+        tmp_path / "out",
+        f"model.init={tmp_path / 'enc'}",
+        "trainer.max_steps=2",
+        "data.normalize=zscore",
+    )
+    cfg.model.overrides = {"text": {"from_config": {**text, "max_position_embeddings": 64}}}
+    model = build_model(cfg)  # caption pooler (64 wide) feeds a 64-wide text tower
+    assert model.has_text and model.config["ecg"]["normalize"] == "zscore"
+    start = model.state_dict()
+    assert all(torch.equal(start[k], v) for k, v in encoder.state_dict().items())
+    summary = pretrain(cfg)
+    best = melp.load_model(summary["best_model"])
+    assert best.has_text and best.config["ecg"]["normalize"] == "zscore"
+    assert (
+        json.loads((Path(summary["best_model"]) / "config.json").read_text())["ecg"]["normalize"] == "zscore"
+    )
+    moved = [
+        k
+        for k, v in encoder.state_dict().items()
+        if not torch.equal(summary["module"].model.state_dict()[k], v)
+    ]
+    assert any(k.startswith("ecg_encoder.") for k in moved)  # it trained from there
+    full = _cfg(store, tmp_path / "o2", f"model.init={summary['best_model']}", "model.text=minilm")
+    with pytest.raises(ValueError, match="saved full model"):
+        build_model(full)
+    bad = _cfg(store, tmp_path / "o3", f"model.init={tmp_path / 'enc'}")  # melp-test text: 32 wide
+    with pytest.raises(ValueError, match="caption pooler is 64 wide and the text tower 32"):
+        build_model(bad)

@@ -12,11 +12,24 @@ import importlib
 import logging
 import sys
 
+# what a user's mistake raises (missing files, bad stores, options, tasks, model folders): printed
+# as one line by `main`; anything else is a bug and keeps its traceback
+USER_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+    KeyError,
+)
+
 # (module, short description) in help order
 _AREAS = [
     ("melp.data.cli", "data: prepare stores from raw datasets"),
+    ("melp.models.cli", "models: convert released weights, download, push to the Hub"),
     ("melp.train.cli", "training: cardiology LM stage and MELP pretraining"),
-    ("melp.eval.cli", "evaluation: zero-shot, probe, fine-tune, retrieval, generation, embed, demo"),
+    ("melp.eval.cli", "evaluation: zero-shot, probe, fine-tune, retrieval, generation, embed"),
+    ("melp.pipeline", "pipeline: `melp demo`, every stage on the shipped data"),
 ]
 
 
@@ -47,8 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    code = args.func(args)
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print(f"melp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:  # a user mistake (bad path, store, option, task): one line, no traceback
+        if args.verbose:
+            raise
+        print(
+            f"melp {args.command}: error: {_one_line(err)} (run with -v for the traceback)", file=sys.stderr
+        )
+        return 1
     return int(code or 0)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(text.split()) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -1,57 +1,78 @@
-"""`melp prepare SOURCE --root RAW --out STORE`: build a store from a raw dataset folder."""
+"""`melp prepare SOURCE --root RAW --out STORE` and `melp verify STORE`.
+
+Every numeric flag is range-checked by argparse and every ``-o KEY=VALUE`` key is checked against
+the source's declared options before any file is read; ``melp prepare SOURCE --help`` lists them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
+from melp.cli_args import int_at_least, positive_float
+
 log = logging.getLogger(__name__)
 
 
-def _sources_help() -> str:
-    from melp.data.readers import available_readers
-
-    lines = ["sources:"]
-    for name, cls in available_readers().items():
-        lines.append(f"  {name:<10} {cls.description}")
-    return "\n".join(lines)
-
-
-def _parse_option(text: str) -> tuple[str, object]:
+def _parse_option(text: str) -> tuple[str, str]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--option expects KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"-o expects KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    low = value.lower()
-    parsed: object = value
-    if low in ("true", "false"):
-        parsed = low == "true"
-    else:
-        for cast in (int, float):
-            try:
-                parsed = cast(value)
-                break
-            except ValueError:
-                pass
-    return key.strip().replace("-", "_"), parsed
+    if not key.strip():
+        raise argparse.ArgumentTypeError(f"-o expects KEY=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), value  # typed by the reader's declared options
+
+
+# store-level switches also accepted as -o KEY=VALUE (older docs used them that way)
+_STORE_OPTIONS = ("allow_flat_leads", "allow_missing_leads")
 
 
 def add_commands(subparsers) -> None:
-    """Register ``prepare`` on the ``melp`` sub-command parser."""
+    """Register ``prepare`` (one sub-command per source) and ``verify`` on the ``melp`` parser."""
+    from melp.data.readers import available_readers
+
+    readers = available_readers()
     p = subparsers.add_parser(
         "prepare",
         help="prepare a store (signals + manifest) from a raw dataset",
         description="Read every record of a raw dataset once, resample/crop it and write a store: "
         "signals.npy (float16 memory map), manifest.parquet, rejects.parquet, meta.json. "
-        "Resumable (rerun after an interruption) and idempotent.",
-        epilog=_sources_help(),
+        "Resumable (rerun after an interruption) and idempotent. `melp prepare SOURCE --help` lists "
+        "the options of one source.",
+        epilog="sources:\n" + "\n".join(f"  {n:<10} {c.description}" for n, c in readers.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", metavar="SOURCE", help="dataset reader (see the list below)")
+    sources = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    for name, cls in readers.items():
+        q = sources.add_parser(
+            name,
+            help=cls.description.replace("%", "%%"),
+            description=f"Prepare a store from {cls.description}.",
+            epilog=f"source options (-o KEY=VALUE):\n{cls.options_help()}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _prepare_arguments(q)
+        q.set_defaults(func=_run_prepare)
+
+    v = subparsers.add_parser(
+        "verify",
+        help="check every checksum of a store (signals, manifest, rejects)",
+        description="Recompute the SHA-256 of every chunk of signals.npy and of the tables, and compare "
+        "with meta.json; names the records of any damaged chunk. Exit code 0 = intact, 1 = damaged.",
+    )
+    v.add_argument("store", metavar="STORE", help="store folder written by `melp prepare`")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(func=_run_verify)
+
+
+def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="folder of the raw dataset, as downloaded")
     p.add_argument("--out", required=True, help="output store folder")
-    p.add_argument("--rate", type=float, default=100, help="target sampling rate in Hz (default 100)")
-    p.add_argument("--seconds", type=float, default=10, help="target length in seconds (default 10)")
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0 = in-process)")
+    p.add_argument(
+        "--rate", type=positive_float, default=100, help="target sampling rate in Hz (default 100)"
+    )
+    p.add_argument("--seconds", type=positive_float, default=10, help="target length in seconds (default 10)")
+    p.add_argument("--workers", type=int_at_least(0), default=0, help="worker processes (0 = in-process)")
     p.add_argument("--overwrite", action="store_true", help="replace a store prepared with other settings")
     p.add_argument(
         "--allow-missing-leads",
@@ -64,7 +85,9 @@ def add_commands(subparsers) -> None:
         help="keep records with a constant (disconnected) lead; it acts like a masked lead. "
         "Default: reject them (a fully flat record is always rejected)",
     )
-    p.add_argument("--chunk-size", type=int, default=None, help="records per resumable chunk (default 256)")
+    p.add_argument(
+        "--chunk-size", type=int_at_least(1), default=256, help="records per resumable chunk (default 256)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--option",
@@ -73,22 +96,21 @@ def add_commands(subparsers) -> None:
         type=_parse_option,
         default=[],
         metavar="KEY=VALUE",
-        help="source-specific option, e.g. -o records=500 for ptbxl (repeatable)",
+        help="source option (repeatable); the list is below",
     )
-    p.set_defaults(func=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from melp.data.readers import available_readers
+    from melp.data.readers import get_reader
     from melp.data.store import StoreError, prepare
 
-    if args.source not in available_readers():
-        log.error("unknown source %r; available: %s", args.source, ", ".join(available_readers()))
-        return 2
     extra = dict(args.option)
-    if args.chunk_size is not None:
-        extra["chunk_size"] = args.chunk_size
+    flags = {"allow_missing_leads": args.allow_missing_leads, "allow_flat_leads": args.allow_flat_leads}
+    for key in _STORE_OPTIONS:
+        if key in extra:
+            flags[key] = flags[key] or str(extra.pop(key)).strip().lower() in ("1", "true", "yes")
     try:
+        get_reader(args.source).check_options(extra)  # before any file is read
         counts = prepare(
             args.source,
             args.root,
@@ -96,10 +118,10 @@ def _run_prepare(args: argparse.Namespace) -> int:
             rate=args.rate,
             seconds=args.seconds,
             workers=args.workers,
+            chunk_size=args.chunk_size,
             overwrite=args.overwrite,
-            allow_missing_leads=args.allow_missing_leads,
-            allow_flat_leads=args.allow_flat_leads or bool(extra.pop("allow_flat_leads", False)),
             progress=not args.no_progress,
+            **flags,
             **extra,
         )
     except (StoreError, FileNotFoundError, ValueError) as err:
@@ -109,3 +131,24 @@ def _run_prepare(args: argparse.Namespace) -> int:
         f"{args.out}: kept {counts['kept']}, rejected {counts['rejected']}, missing files {counts['missing']}"
     )
     return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from melp.data.store import StoreError, verify_store
+
+    try:
+        res = verify_store(args.store, progress=not args.no_progress)
+    except StoreError as err:
+        log.error("%s", err)
+        return 1
+    if res["ok"]:
+        print(f"{args.store}: intact ({', '.join(res['files'])} match meta.json)")
+        return 0
+    damaged = [name for name, ok in res["files"].items() if not ok]
+    print(f"{args.store}: DAMAGED: {', '.join(damaged)} do not match meta.json")
+    if res["bad_records"]:
+        shown = ", ".join(res["bad_records"][:10])
+        more = f" (+{len(res['bad_records']) - 10} more)" if len(res["bad_records"]) > 10 else ""
+        print(f"  records in damaged chunks {res['bad_chunks']}: {shown}{more}")
+    print("  rebuild it with `melp prepare ... --overwrite`")
+    return 1

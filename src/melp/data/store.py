@@ -5,19 +5,28 @@ Layout (see docs/architecture.md)::
     STORE/signals.npy        float16 (N_entries, 12, T), physical units, not normalised
     STORE/manifest.parquet   one row per kept record; ``row`` indexes signals.npy
     STORE/rejects.parquet    id, file, reason
-    STORE/meta.json          source, rate, seconds, n_samples, leads, tasks, counts, settings
+    STORE/meta.json          source, rate, seconds, n_samples, leads, tasks, counts, settings,
+                             fingerprint (shape, dtype, size, checksums)
     STORE/.chunks/           resumable progress (settings.json + one result file per chunk)
 
 ``signals.npy`` has one slot per *indexed* entry (so that workers can write without knowing
 which earlier entries will be rejected); slots of rejected entries stay zero and no manifest row
 points to them. Work is split into fixed chunks by index order. Each chunk is written into the
 preallocated memory map, flushed, and only then its small result file is written atomically,
-so a run killed at any point resumes by redoing the chunks without a result file. The output
-does not depend on the number of workers or on interruptions.
+so a run killed at any point resumes by redoing the chunks without a result file (or with a
+damaged one). The output does not depend on the number of workers or on interruptions.
+
+Fingerprint: ``meta.json`` records the shape, dtype and byte size of ``signals.npy``, the SHA-256
+of every chunk's block of signals (computed by the workers while writing), of the manifest and of
+the rejects table, and the record count. :class:`ECGStore` checks shape, dtype, size, counts and
+the manifest checksum when it opens a store (milliseconds); :func:`verify_store` (``melp verify``)
+recomputes the signal checksums and names the records of any damaged chunk. Reading a record
+whose samples are not finite raises :class:`StoreError` naming the record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +43,7 @@ from melp.data.readers.base import BadRecord, Reader, get_reader
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: unlabelled records are None (not []), fingerprint in meta.json
 CHUNK_SIZE = 256
 _MANIFEST_FIRST = [
     "row",
@@ -52,7 +61,7 @@ _MANIFEST_FIRST = [
 ]
 
 
-class StoreError(RuntimeError):
+class StoreError(ValueError):
     """A store that cannot be written or read as asked (message says what to do)."""
 
 
@@ -72,10 +81,33 @@ def _atomic_write_json(path: Path, obj) -> None:
     _atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
-def _atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+def _atomic_write_parquet(path: Path, df: pd.DataFrame) -> str:
+    """Write ``df`` to ``path`` atomically; returns the SHA-256 of the written file."""
     tmp = path.with_name(path.name + ".tmp")
     df.to_parquet(tmp, index=False)
+    digest = file_sha256(tmp)
     os.replace(tmp, path)
+    return digest
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path, what: str) -> dict:
+    """Parse a store JSON file; StoreError naming it (and the way out) when it is damaged."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StoreError(f"{path} is damaged ({type(err).__name__}: {err}); {what}") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"{path} is damaged (not a JSON object); {what}")
+    return value
 
 
 def process_record(
@@ -164,12 +196,39 @@ def _run_chunk(
         )
     signals[start : start + len(entries)] = block  # (n_chunk, 12, T) slice of the memory map
     signals.flush()
-    result = {"chunk": chunk_id, "start": start, "n": len(entries), "kept": kept, "rejects": rejects}
+    digest = hashlib.sha256(block.tobytes()).hexdigest()
+    result = {
+        "chunk": chunk_id,
+        "start": start,
+        "n": len(entries),
+        "kept": kept,
+        "rejects": rejects,
+        "sha256": digest,
+    }
     _atomic_write_json(Path(chunk_dir) / f"chunk_{chunk_id:07d}.json", result)
     return result
 
 
 # ----------------------------------------------------------------------------- prepare
+
+
+def check_settings(rate: float, seconds: float, workers: int = 0, chunk_size: int = CHUNK_SIZE) -> None:
+    """ValueError naming the first out-of-range store setting (checked before any work)."""
+    for name, value in (("rate", rate), ("seconds", seconds)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not np.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(
+                f"{name} must be a positive number of {'Hz' if name == 'rate' else 'seconds'}, got {value!r}"
+            )
+    if round(rate * seconds) < 1:
+        raise ValueError(f"rate {rate:g} Hz x {seconds:g} s gives no sample; choose a longer window")
+    for name, value, low in (("workers", workers, 0), ("chunk_size", chunk_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _settings(source, root, rate, seconds, options, entries: pd.DataFrame, chunk_size) -> dict:
@@ -200,16 +259,19 @@ def _clear_store(out: Path) -> None:
 
 def _prepare_output(out: Path, settings: dict, overwrite: bool) -> str:
     """Return "done" (complete store, same settings), "resume" or "fresh"; clear if asked."""
-    settings_file = out / ".chunks" / "settings.json"
-    meta_file = out / "meta.json"
-    old = None
-    if meta_file.exists():
-        old = json.loads(meta_file.read_text()).get("settings")
-    elif settings_file.exists():
-        old = json.loads(settings_file.read_text())
     if overwrite:
         _clear_store(out)
         return "fresh"
+    settings_file = out / ".chunks" / "settings.json"
+    meta_file = out / "meta.json"
+    hint = "pass --overwrite to rebuild the store"
+    old = None
+    if meta_file.exists():
+        old = _read_json(meta_file, hint).get("settings")
+        if old is None:
+            raise StoreError(f"{meta_file} has no settings (not written by melp prepare); {hint}")
+    elif settings_file.exists():
+        old = _read_json(settings_file, hint)
     if old is None:
         if any((out / name).exists() for name in _STORE_FILES):
             raise StoreError(
@@ -249,7 +311,9 @@ def prepare(
     workers: processes (0 or 1 = in this process). Resumable and idempotent (see module doc).
     allow_missing_leads: zero-fill absent leads instead of rejecting the record.
     Returns the ``counts`` dict written to meta.json (kept, rejected, missing, by reason).
+    Raises ValueError for an out-of-range setting or reader option before any work is done.
     """
+    check_settings(rate, seconds, workers, chunk_size)
     out = Path(out)
     reader = get_reader(source)(root, **reader_options)
     reader.configure(target_rate=float(rate))
@@ -259,11 +323,14 @@ def prepare(
         dup = entries["id"][entries["id"].astype(str).duplicated()].iloc[0]
         raise StoreError(f"{source}: reader returned duplicate id {dup!r}; ids must be unique")
     n_samples = int(round(rate * seconds))
-    options = dict(reader_options, allow_missing_leads=allow_missing_leads, allow_flat_leads=allow_flat_leads)
+    given = {k: reader.options[k] for k in reader_options}  # as the reader understood them (typed)
+    options = dict(
+        given, allow_missing_leads=bool(allow_missing_leads), allow_flat_leads=bool(allow_flat_leads)
+    )
     settings = _settings(source, root, rate, seconds, options, entries, chunk_size)
     state = _prepare_output(out, settings, overwrite)
     if state == "done":
-        meta = json.loads((out / "meta.json").read_text())
+        meta = _read_json(out / "meta.json", "pass --overwrite to rebuild the store")
         log.info("%s is already complete with these settings; nothing to do", out)
         return meta["counts"]
 
@@ -271,6 +338,16 @@ def prepare(
     chunk_dir.mkdir(parents=True, exist_ok=True)
     signals_path = out / "signals.npy"
     shape = (max(len(entries), 1), len(sig.CANONICAL_LEADS), n_samples)
+    if state == "resume" and signals_path.exists():
+        try:
+            old = np.load(signals_path, mmap_mode="r", allow_pickle=False)
+            ok = old.shape == shape and old.dtype == np.float16
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise StoreError(
+                f"{signals_path} of the interrupted run is damaged; pass --overwrite to start again"
+            )
     if state == "fresh" or not signals_path.exists():
         np.lib.format.open_memmap(signals_path, mode="w+", dtype=np.float16, shape=shape).flush()
         for stale in chunk_dir.glob("chunk_*.json"):
@@ -280,7 +357,7 @@ def prepare(
     results = _run_all(
         source,
         root,
-        reader_options,
+        given,
         entries,
         rate,
         n_samples,
@@ -312,10 +389,17 @@ def _run_all(
     records = entries.to_dict("records")
     chunks = [(c, s, records[s : s + chunk_size]) for c, s in enumerate(range(0, len(records), chunk_size))]
     results: dict[int, dict] = {}
-    for c, _, _ in chunks:
+    for c, s, ents in chunks:
         f = chunk_dir / f"chunk_{c:07d}.json"
         if f.exists():
-            results[c] = json.loads(f.read_text())
+            try:
+                res = json.loads(f.read_text())
+                if res.get("start") != s or res.get("n") != len(ents) or "sha256" not in res:
+                    raise ValueError("does not describe this chunk")
+                results[c] = res
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                log.warning("%s is damaged (%s); its chunk is prepared again", f, err)
+                f.unlink()
     todo = [ch for ch in chunks if ch[0] not in results]
     if results:
         log.info("resuming: %d of %d chunks already done", len(results), len(chunks))
@@ -364,7 +448,13 @@ def _finish(out: Path, reader: Reader, source, entries, index, results, settings
         col = f"labels_{task}"
         if col not in manifest:
             raise StoreError(f"{source}: reader declares task {task!r} but its index has no column {col}")
-        manifest[col] = [list(v) if isinstance(v, list | tuple | np.ndarray) else [] for v in manifest[col]]
+        unknown = {n for v in manifest[col] if isinstance(v, list | tuple | np.ndarray) for n in v} - set(
+            reader.tasks[task]
+        )
+        if unknown:
+            raise StoreError(f"{source}: labels {sorted(unknown)} are not classes of task {task!r}")
+        # None = not labelled for this task (left out of its evaluation); [] = negative for every class
+        manifest[col] = [list(v) if isinstance(v, list | tuple | np.ndarray) else None for v in manifest[col]]
     rest = [c for c in manifest.columns if c not in _MANIFEST_FIRST]
     manifest = manifest[_MANIFEST_FIRST + rest].sort_values("row", kind="stable").reset_index(drop=True)
     rej = pd.DataFrame(rejects, columns=["id", "file", "reason"]).astype(str)
@@ -379,6 +469,7 @@ def _finish(out: Path, reader: Reader, source, entries, index, results, settings
         "splits": {
             str(k): int(v) for k, v in manifest["split"].fillna("none").value_counts().sort_index().items()
         },
+        "unlabelled": {t: int(manifest[f"labels_{t}"].isna().sum()) for t in reader.tasks},
     }
     meta = {
         "source": source,
@@ -392,8 +483,19 @@ def _finish(out: Path, reader: Reader, source, entries, index, results, settings
         "n_slots": int(np.load(out / "signals.npy", mmap_mode="r").shape[0]),
         "version": STORE_VERSION,
     }
-    _atomic_write_parquet(out / "manifest.parquet", manifest)
-    _atomic_write_parquet(out / "rejects.parquet", rej)
+    chunk_digests = [r["sha256"] for r in results]
+    signals_file = out / "signals.npy"
+    meta["fingerprint"] = {
+        "signals_shape": [meta["n_slots"], len(sig.CANONICAL_LEADS), n_samples],
+        "signals_dtype": "float16",
+        "signals_bytes": signals_file.stat().st_size,
+        "chunk_size": settings["chunk_size"],
+        "chunk_sha256": chunk_digests,
+        "signals_sha256": hashlib.sha256("".join(chunk_digests).encode()).hexdigest(),
+        "n_records": len(manifest),
+        "manifest_sha256": _atomic_write_parquet(out / "manifest.parquet", manifest),
+        "rejects_sha256": _atomic_write_parquet(out / "rejects.parquet", rej),
+    }
     _atomic_write_json(out / "meta.json", meta)  # written last: its presence marks completion
     _summarise(source, counts, index.missing)
     return counts
@@ -403,6 +505,9 @@ def _summarise(source: str, counts: dict, missing: list[str]) -> None:
     log.info("%s: kept %d records, rejected %d", source, counts["kept"], counts["rejected"])
     for reason, n in counts["rejected_by_reason"].items():
         log.info("  rejected (%s): %d", reason, n)
+    for task, n in counts.get("unlabelled", {}).items():
+        if n:
+            log.info("  not labelled for task %s: %d (left out of its evaluation)", task, n)
     if missing:
         more = f", ... ({len(missing) - 3} more)" if len(missing) > 3 else ""
         log.info(
@@ -418,6 +523,11 @@ class ECGStore:
 
     Attributes: ``manifest`` (DataFrame), ``meta`` (dict), ``signals`` (float16 memmap
     ``(N_slots, 12, T)``), ``rate`` (Hz), ``n_samples`` (T).
+
+    Opening checks the fingerprint in ``meta.json`` against the files (shape, dtype and size of
+    ``signals.npy``, the manifest's checksum and record count, its row and length columns) and
+    raises :class:`StoreError` naming the file at fault; ``melp verify STORE`` also checks every
+    signal byte (:func:`verify_store`).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -430,13 +540,67 @@ class ECGStore:
                 else ""
             )
             raise StoreError(f"{self.path} is not a complete melp store: no meta.json{hint}")
-        self.meta = json.loads(meta_file.read_text())
-        self.manifest = pd.read_parquet(self.path / "manifest.parquet")
-        self.signals = np.load(self.path / "signals.npy", mmap_mode="r")
-        self.rate = float(self.meta["rate"])
-        self.n_samples = int(self.meta["n_samples"])
+        self.meta = _read_json(meta_file, "rerun `melp prepare ... --overwrite` to rebuild the store")
+        version = self.meta.get("version")
+        if version != STORE_VERSION:
+            raise StoreError(
+                f"{self.path} was prepared by another melp version (store version {version}, this melp reads "
+                f"{STORE_VERSION}); rerun `melp prepare ... --overwrite` to rebuild it"
+            )
+        fp = self.meta.get("fingerprint") or {}
+        try:
+            self.rate = float(self.meta["rate"])
+            self.n_samples = int(self.meta["n_samples"])
+            shape, n_records, manifest_sha = (
+                tuple(fp["signals_shape"]),
+                int(fp["n_records"]),
+                fp["manifest_sha256"],
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise StoreError(
+                f"{meta_file} is damaged (missing or bad field {err}); rebuild the store"
+            ) from None
+        self.signals = self._open_signals(shape, fp)
+        manifest_file = self.path / "manifest.parquet"
+        if not manifest_file.is_file() or file_sha256(manifest_file) != manifest_sha:
+            raise StoreError(
+                f"{manifest_file} does not match its checksum in meta.json (missing, damaged or from another "
+                "store); rebuild the store with `melp prepare ... --overwrite`"
+            )
+        self.manifest = pd.read_parquet(manifest_file)
         self._rows = self.manifest["row"].to_numpy(np.int64)
         self._lengths = self.manifest["length"].to_numpy(np.int64)
+        if (
+            len(self.manifest) != n_records
+            or (len(self._rows) and (self._rows.min() < 0 or self._rows.max() >= shape[0]))
+            or len(np.unique(self._rows)) != len(self._rows)
+            or (len(self._lengths) and (self._lengths.min() < 1 or self._lengths.max() > self.n_samples))
+        ):
+            raise StoreError(
+                f"{manifest_file}: rows or lengths are inconsistent with meta.json; rebuild the store"
+            )
+        self._ids = self.manifest["id"].astype(str).to_numpy()
+
+    def _open_signals(self, shape: tuple, fp: dict) -> np.ndarray:
+        file = self.path / "signals.npy"
+        want = (shape[0], len(sig.CANONICAL_LEADS), self.n_samples)
+        try:
+            signals = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise StoreError(f"{file} cannot be opened ({err}); rebuild the store") from None
+        problem = None
+        if tuple(shape) != want:
+            problem = f"meta.json announces shape {tuple(shape)} for {want}"
+        elif signals.shape != want or signals.dtype != np.float16:
+            problem = f"it holds {signals.dtype} {signals.shape}, meta.json announces float16 {want}"
+        elif file.stat().st_size != fp.get("signals_bytes"):
+            problem = f"it has {file.stat().st_size} bytes, meta.json announces {fp.get('signals_bytes')}"
+        if problem:
+            raise StoreError(
+                f"{file} does not belong to this store ({problem}); it was replaced or damaged: "
+                "rebuild the store with `melp prepare ... --overwrite`"
+            )
+        return signals
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -451,8 +615,16 @@ class ECGStore:
         return pd.read_parquet(self.path / "rejects.parquet")
 
     def signal(self, i: int) -> tuple[np.ndarray, int]:
-        """Record ``i``: ``(float32 (12, T) raw units, valid length)``; samples >= length are 0."""
-        return np.asarray(self.signals[self._rows[i]], dtype=np.float32), int(self._lengths[i])
+        """Record ``i``: ``(float32 (12, T) raw units, valid length)``; samples >= length are 0.
+
+        Raises StoreError naming the record when a sample is not finite (a damaged store)."""
+        x = np.asarray(self.signals[self._rows[i]], dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise StoreError(
+                f"{self.path}: record {self._ids[i]} (manifest position {i}) holds non-finite samples; the "
+                "store is damaged (run `melp verify` on it) or was edited by hand"
+            )
+        return x, int(self._lengths[i])
 
     def length(self, i: int) -> int:
         return int(self._lengths[i])
@@ -468,3 +640,28 @@ class ECGStore:
 
     def __repr__(self) -> str:
         return f"ECGStore({str(self.path)!r}, n={len(self)}, rate={self.rate:g}, n_samples={self.n_samples})"
+
+
+def verify_store(path: str | Path, progress: bool = False) -> dict:
+    """Recompute every checksum of the store at ``path`` (signals chunk by chunk, manifest, rejects).
+
+    Returns ``{"ok": bool, "bad_chunks": [...], "bad_records": [ids], "files": {name: ok}}``;
+    raises StoreError when the store cannot be opened at all (see :class:`ECGStore`)."""
+    from tqdm.auto import tqdm
+
+    store = ECGStore(path)
+    fp = store.meta["fingerprint"]
+    size, digests = int(fp["chunk_size"]), list(fp["chunk_sha256"])
+    bad_chunks = []
+    for c in tqdm(range(len(digests)), desc="verify", unit="chunk", disable=not progress, leave=False):
+        block = np.ascontiguousarray(store.signals[c * size : (c + 1) * size])
+        if hashlib.sha256(block.tobytes()).hexdigest() != digests[c]:
+            bad_chunks.append(c)
+    bad_rows = {r for c in bad_chunks for r in range(c * size, (c + 1) * size)}
+    bad_records = [str(i) for i, r in zip(store.manifest["id"], store.manifest["row"]) if int(r) in bad_rows]
+    files = {
+        "signals.npy": not bad_chunks,
+        "manifest.parquet": True,
+        "rejects.parquet": file_sha256(store.path / "rejects.parquet") == fp["rejects_sha256"],
+    }
+    return {"ok": all(files.values()), "bad_chunks": bad_chunks, "bad_records": bad_records, "files": files}

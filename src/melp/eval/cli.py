@@ -1,4 +1,4 @@
-"""`melp zeroshot | probe | finetune | retrieve | generate | identify | embed | demo`.
+"""`melp zeroshot | probe | finetune | predict | retrieve | generate | identify | embed | benchmark`.
 
 Thin wrappers: parse, load the model and store, call the library functions, print a summary.
 """
@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
+
+from melp.cli_args import int_at_least, lead_list, nonneg_float, open_fraction, positive_float, unit_fraction
 
 log = logging.getLogger("melp.eval")
 
@@ -16,13 +19,23 @@ def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="saved model folder (save_pretrained) or hub id")
     p.add_argument("--data", required=True, help="store folder written by `melp prepare`")
     p.add_argument("--out", required=out_required, help="output folder")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int_at_least(1), default=128)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument(
         "--normalize",
-        default="minmax",
+        default=None,
         choices=["minmax", "zscore"],
-        help="per-record normalisation; must match pretraining (default minmax)",
+        help="per-record normalisation (default: the model's own, config ecg.normalize)",
+    )
+
+
+def _leads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--leads",
+        type=lead_list,
+        default=None,
+        help="use only these leads, e.g. I,II,V2 (the others are masked as random lead masking does in "
+        "training); default: all 12",
     )
 
 
@@ -37,44 +50,79 @@ def _portion(p: argparse.ArgumentParser) -> None:
     g.add_argument("--folds", type=int, nargs="+", default=None, help="evaluate these folds (e.g. 9)")
 
 
+def _save_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--save",
+        default=None,
+        metavar="DIR",
+        help="keep the classifier of the largest fraction (encoder, head, class names, per-class "
+        "thresholds at max F1 on the validation portion) for `melp predict --model DIR`",
+    )
+
+
 def _fold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="task name in the store (e.g. super_class, icbeb)")
     p.add_argument(
-        "--fractions", type=float, nargs="+", default=None, help="label fractions, e.g. 0.01 0.1 1"
+        "--fractions",
+        type=unit_fraction,
+        nargs="+",
+        default=None,
+        help="label fractions in (0, 1], e.g. 0.01 0.1 1",
     )
     p.add_argument("--train-folds", type=int, nargs="+", default=None)
     p.add_argument("--val-folds", type=int, nargs="+", default=None)
     p.add_argument("--test-folds", type=int, nargs="+", default=None)
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=open_fraction,
         default=0.1,
         help="without val folds: share of training patients held out for early stopping",
     )
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap resamples (0 = off)")
     p.add_argument("--seed", type=int, default=42)
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     import melp
     from melp.data.store import ECGStore
-    from melp.eval.common import pick_device
+    from melp.eval.features import pick_device
 
     store = ECGStore(args.data)
     model = melp.load_model(args.model).to(pick_device(args.device)).eval()
+    own = model.config["ecg"]["normalize"]
+    if args.normalize is None:
+        args.normalize = own
+    elif args.normalize != own:
+        log.warning("--normalize %s differs from the model's own %s normalisation", args.normalize, own)
     return model, store
 
 
-def _rows(args: argparse.Namespace, store: Any):
-    from melp.eval.common import rows_for
+def _text_missing(model: Any, args: argparse.Namespace) -> bool:
+    """Log one line and return True when ``model`` has no text tower (encoder-only)."""
+    if model.has_text:
+        return False
+    log.error(
+        "melp %s needs a text tower, but %s is encoder-only (embed, probe, finetune, predict and identify "
+        "work); give it one by pretraining with model.init=%s (docs/model.md)",
+        args.command,
+        args.model,
+        args.model,
+    )
+    return True
 
-    return rows_for(store, split=args.split, folds=args.folds)
+
+def _rows(args: argparse.Namespace, store: Any):
+    from melp.eval.splits import portion_rows
+
+    return portion_rows(store, split=args.split, folds=args.folds)
 
 
 def _zeroshot(args: argparse.Namespace) -> int:
     from melp.eval.zeroshot import run_zeroshot
 
     model, store = _load(args)
+    if _text_missing(model, args):
+        return 2
     rows = _rows(args, store)
     for task in args.task:
         res = run_zeroshot(
@@ -88,6 +136,7 @@ def _zeroshot(args: argparse.Namespace) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             normalize=args.normalize,
+            leads=args.leads,
         )
         ci = res.get("ci", {}).get("auroc", {})
         print(
@@ -99,7 +148,7 @@ def _zeroshot(args: argparse.Namespace) -> int:
 
 
 def _splits(args: argparse.Namespace, store: Any):
-    from melp.eval.common import choose_splits
+    from melp.eval.splits import choose_splits
 
     splits = choose_splits(
         store, args.train_folds, args.val_folds, args.test_folds, args.val_fraction, args.seed
@@ -145,14 +194,25 @@ def _probe(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         batch_size=args.batch_size,
         normalize=args.normalize,
+        leads=args.leads,
         name="probe_random" if args.random_init else "probe",
+        save=args.save,
     )
     for frac, r in res["fractions"].items():
         print(
             f"probe {res['task']} {float(frac) * 100:g}% (n={r['n_train']}): test macro AUROC "
             f"{r['macro_auroc']:.4f} (best epoch {r['best_epoch']})"
         )
+    _print_saved(args, res)
     return 0
+
+
+def _print_saved(args: argparse.Namespace, res: dict) -> None:
+    if args.save:
+        frac = max(float(f) for f in res["fractions"])
+        print(
+            f"saved the {frac * 100:g}% classifier to {args.save} (use: melp predict --model {args.save} ...)"
+        )
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -181,11 +241,56 @@ def _finetune(args: argparse.Namespace) -> int:
         config=cfg,
         n_boot=args.n_boot,
         name="finetune_random" if args.random_init else "finetune",
+        save=args.save,
     )
     for frac, r in res["fractions"].items():
         print(
             f"{res['method']} {res['task']} {float(frac) * 100:g}%: test macro AUROC {r['macro_auroc']:.4f}"
         )
+    _print_saved(args, res)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from melp.eval.classifier import load_classifier, predict_record, predict_store
+    from melp.eval.features import pick_device
+
+    clf = load_classifier(args.model, device=str(pick_device(args.device)))
+    if args.data:
+        from melp.data.store import ECGStore
+
+        store = ECGStore(args.data)
+        rows = _rows(args, store) if (args.split or args.folds) else np.arange(len(store))
+        frame = predict_store(clf, store, rows, batch_size=args.batch_size, leads=args.leads)
+    else:
+        frame = predict_record(
+            clf, args.record, leads=args.npy_leads, rate=args.npy_rate, use_leads=args.leads
+        )
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False, float_format="%.5f")
+    with pd.option_context("display.width", 120):
+        if len(frame) == 1:
+            print(f"{frame['id'][0]} ({clf.info.get('task')}, {clf.info.get('method')}):")
+            for k, c in enumerate(clf.classes):
+                thr = clf.thresholds[k]
+                pred = frame[f"pred_{c}"][0]
+                mark = "n/a (no threshold)" if pd.isna(pred) else ("POSITIVE" if pred else "-")
+                thr_s = "  -  " if thr is None else f"{thr:.3f}"
+                print(f"  {c:<12} p={frame[f'p_{c}'][0]:.3f}  threshold {thr_s}  {mark}")
+        else:
+            print(f"{len(frame)} records scored ({clf.info.get('task')}); predicted positives per class:")
+            for c in clf.classes:
+                print(
+                    f"  {c:<12} {int(frame[f'pred_{c}'].fillna(0).sum()):>6}  mean p={frame[f'p_{c}'].mean():.3f}"
+                )
+    if args.out:
+        print(f"wrote {len(frame)} rows to {args.out}")
     return 0
 
 
@@ -193,6 +298,8 @@ def _retrieve(args: argparse.Namespace) -> int:
     from melp.eval.retrieval import run_retrieval
 
     model, store = _load(args)
+    if _text_missing(model, args):
+        return 2
     res = run_retrieval(
         model, store, _rows(args, store), out=args.out, batch_size=args.batch_size, normalize=args.normalize
     )
@@ -206,8 +313,11 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from melp.eval.generation import run_generation
+    from melp.models.generation import MAX_LENGTH
 
     model, store = _load(args)
+    if _text_missing(model, args):
+        return 2
     rows = _rows(args, store)
     if args.limit:
         rows = rows[: args.limit]
@@ -217,8 +327,8 @@ def _generate(args: argparse.Namespace) -> int:
         rows,
         out=args.out,
         strategy=args.strategy,
-        max_length=args.max_length,
-        batch_size=min(args.batch_size, 32),
+        max_length=args.max_length or MAX_LENGTH,
+        batch_size=args.batch_size,
         normalize=args.normalize,
     )
     print(
@@ -233,7 +343,9 @@ def _identify(args: argparse.Namespace) -> int:
     from melp.eval.retrieval import patient_identification
 
     model, store = _load(args)
-    rows = _rows(args, store) if (args.split or args.folds) else __import__("numpy").arange(len(store))
+    import numpy as np
+
+    rows = _rows(args, store) if (args.split or args.folds) else np.arange(len(store))
     res = patient_identification(
         model, store, rows, out=args.out, batch_size=args.batch_size, normalize=args.normalize
     )
@@ -245,11 +357,14 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from melp.eval.embed import embed_store, save_embeddings
+    from melp.eval.embed import check_embeddings_path, embed_store, save_embeddings
 
+    check_embeddings_path(args.out)  # before any work
     model, store = _load(args)
     rows = _rows(args, store) if (args.split or args.folds) else None
-    emb = embed_store(model, store, rows, batch_size=args.batch_size, normalize=args.normalize)
+    emb = embed_store(
+        model, store, rows, batch_size=args.batch_size, normalize=args.normalize, leads=args.leads
+    )
     path = save_embeddings(emb, args.out)
     print(
         f"wrote {len(emb['id'])} embeddings (rhythm {emb['rhythm'].shape[1:]}, beats {emb['beats'].shape[1:]}, "
@@ -258,53 +373,74 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from melp.eval.demo import DemoConfig, run_demo
-
-    cfg = DemoConfig(
-        out=args.out, root=args.root, val_fold=args.val_fold, fast=args.fast, workers=args.workers
-    )
-    run_demo(cfg)
-    return 0
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the evaluation sub-commands on the ``melp`` parser."""
     p = sub.add_parser("zeroshot", help="zero-shot classification with class prompts")
     _common(p)
     _portion(p)
+    _leads_option(p)
     p.add_argument("--task", nargs="+", required=True, help="task name(s) in the store")
     p.add_argument("--prompts", default=None, help="prompt JSON {code: [phrasing, ...]} (default: shipped)")
     p.add_argument(
-        "--n-boot", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0 = off)"
+        "--n-boot",
+        type=int_at_least(0),
+        default=1000,
+        help="bootstrap resamples for 95%% intervals (0 = off)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     p.set_defaults(func=_zeroshot)
 
     p = sub.add_parser("probe", help="linear probe on the frozen encoder (1/10/100%% labels)")
     _common(p)
     _fold_options(p)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=5)
+    _leads_option(p)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
+    p.add_argument("--epochs", type=int_at_least(1), default=100)
+    p.add_argument("--patience", type=int_at_least(1), default=5)
     p.add_argument("--random-init", action="store_true", help="baseline: same architecture, random weights")
+    _save_option(p)
     p.set_defaults(func=_probe)
 
     p = sub.add_parser("finetune", help="full fine-tuning (encoder unfrozen) with a linear head")
     _common(p)
     _fold_options(p)
-    p.add_argument("--lr", type=float, default=1e-3, help="head learning rate")
-    p.add_argument("--lr-encoder", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="head learning rate")
+    p.add_argument("--lr-encoder", type=positive_float, default=1e-4)
+    p.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
+    p.add_argument("--epochs", type=int_at_least(1), default=20)
+    p.add_argument("--patience", type=int_at_least(1), default=3)
     p.add_argument(
         "--random-init",
         action="store_true",
         help="baseline: train the same architecture from random weights (fully supervised)",
     )
+    _save_option(p)
     p.set_defaults(func=_finetune, batch_size=64)
+
+    p = sub.add_parser(
+        "predict",
+        help="score a store or one raw record with a classifier saved by probe/finetune --save",
+        description="Per-class probabilities and decisions (thresholds at max F1 on the validation "
+        "portion of the saving run). A single record may have any lead order and rate: it goes "
+        "through the model's own preprocessing (reorder, resample, crop/pad, normalise).",
+    )
+    p.add_argument("--model", required=True, help="classifier folder (melp probe/finetune --save DIR)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="store folder written by `melp prepare`")
+    src.add_argument("--record", help="one WFDB record (path, with or without .hea) or a .npy (L, T) file")
+    p.add_argument(
+        "--npy-leads", nargs="+", default=None, help=".npy without sidecar: its lead names in row order"
+    )
+    p.add_argument(
+        "--npy-rate", type=positive_float, default=None, help=".npy without sidecar: its sampling rate in Hz"
+    )
+    _leads_option(p)
+    p.add_argument("--out", default=None, help="CSV file for id, p_<class>..., pred_<class>...")
+    p.add_argument("--batch-size", type=int_at_least(1), default=128)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    _portion(p)
+    p.set_defaults(func=_predict)
 
     p = sub.add_parser("retrieve", help="ECG<->report retrieval: recall@1/5/10, median rank")
     _common(p)
@@ -315,9 +451,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     _portion(p)
     p.add_argument("--strategy", default="beam", choices=["beam", "greedy", "top_k", "top_p"])
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--limit", type=int, default=None, help="only the first N records")
-    p.set_defaults(func=_generate)
+    p.add_argument(
+        "--max-length",
+        type=int_at_least(3),
+        default=None,
+        help="generated tokens at most (default: melp.models.generation.MAX_LENGTH = 64)",
+    )
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N records")
+    p.set_defaults(func=_generate, batch_size=32)
 
     p = sub.add_parser("identify", help="patient identification with rhythm embeddings (top-1/5 recall)")
     _common(p)
@@ -327,12 +468,62 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="export rhythm/beat/probe embeddings to .parquet or .npy")
     _common(p)
     _portion(p)
+    _leads_option(p)
     p.set_defaults(func=_embed)
 
-    p = sub.add_parser("demo", help="the whole pipeline on the shipped PTB-XL mini, offline, on CPU")
-    p.add_argument("--out", default="melp-demo", help="output folder (default ./melp-demo)")
-    p.add_argument("--root", default=None, help="another PTB-XL root (default: the repo's data/ptbxl-mini)")
-    p.add_argument("--val-fold", type=int, default=9, help="fold used for evaluation (default 9)")
-    p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (smoke test, ~1 minute)")
-    p.add_argument("--workers", type=int, default=2, help="processes for `prepare`")
-    p.set_defaults(func=_demo)
+    p = sub.add_parser(
+        "benchmark",
+        help="the paper's evaluation suite (zero-shot on six sets, probes at 1/10/100 %%) in one command",
+        description="Zero-shot on PTB-XL super/sub/form/rhythm, CPSC 2018 and Chapman (published test splits) "
+        "and linear probes at 1/10/100 %% of the labels (1 %% and 10 %% over --draws label draws). Test sets "
+        "are checked against the published sizes. Writes OUT/results.json, results.csv, results.md (the "
+        "paper's layout with published numbers beside ours), benchmark.png and every evaluation's own files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="saved model folder or hub id")
+    p.add_argument("--ptbxl", default=None, help="PTB-XL store (fold 10 = test; PTB-XL mini: fold 9)")
+    p.add_argument("--cpsc", default=None, help="CPSC 2018 store (melp prepare cpsc)")
+    p.add_argument("--chapman", default=None, help="Chapman / CSN store (melp prepare chapman)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--draws", type=int_at_least(1), default=3, help="label draws of the 1 %% and 10 %% probes"
+    )
+    p.add_argument(
+        "--fractions", type=unit_fraction, nargs="+", default=[0.01, 0.1, 1.0], help="probe label fractions"
+    )
+    p.add_argument("--no-probe", action="store_true", help="zero-shot only")
+    p.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=42, help="seed of the first label draw and the bootstrap")
+    p.add_argument(
+        "--icbeb-window",
+        type=positive_float,
+        default=5.0,
+        help="seconds of each CPSC record kept (the paper: 5)",
+    )
+    p.add_argument(
+        "--leads", type=lead_list, default=None, help="evaluate with only these leads, e.g. I,II,V2"
+    )
+    p.add_argument("--batch-size", type=int_at_least(1), default=128)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--figure-format", nargs="+", choices=["png", "pdf", "svg"], default=["png"])
+    p.set_defaults(func=_benchmark)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import melp
+    from melp.data.store import ECGStore
+    from melp.eval.benchmark import BenchmarkConfig, run_benchmark
+    from melp.eval.features import pick_device
+
+    paths = {"ptbxl": args.ptbxl, "cpsc": args.cpsc, "chapman": args.chapman}
+    if not any(paths.values()):
+        raise ValueError("give at least one store: --ptbxl, --cpsc or --chapman")
+    stores = {k: ECGStore(v) if v else None for k, v in paths.items()}  # every store is checked before work
+    model = melp.load_model(args.model).to(pick_device(args.device)).eval()
+    cfg = BenchmarkConfig(fractions=tuple(args.fractions), draws=args.draws, probe=not args.no_probe,
+                          n_boot=args.n_boot, seed=args.seed, icbeb_window_s=args.icbeb_window,
+                          leads=tuple(args.leads) if args.leads else None, batch_size=args.batch_size,
+                          figure_formats=tuple(args.figure_format))  # fmt: skip
+    res = run_benchmark(model, stores, args.out, cfg)
+    print((Path(args.out) / "results.md").read_text())
+    return 0 if res["sets"] else 1

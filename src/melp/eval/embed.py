@@ -17,16 +17,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from melp.eval.common import check_compatible, ecg_batches
-from melp.eval.zeroshot import eval_mode
+from melp.data.datasets import SignalDataset, batches, check_input
+from melp.eval.features import eval_mode, model_device, model_normalize, progress
 
-__all__ = ["embed_store", "save_embeddings", "load_embeddings"]
+__all__ = ["embed_store", "check_embeddings_path", "save_embeddings", "load_embeddings"]
 
 KEYS = ("rhythm", "beats", "probe")
 
 
 def embed_store(
-    model: Any, store: Any, rows: np.ndarray | None = None, batch_size: int = 128, normalize: str = "minmax"
+    model: Any,
+    store: Any,
+    rows: np.ndarray | None = None,
+    batch_size: int = 128,
+    normalize: str | None = None,
+    leads: list[str] | str | None = None,
 ) -> dict[str, Any]:
     """Embeddings of ``rows`` (default: every record) in row order.
 
@@ -34,23 +39,32 @@ def embed_store(
     "probe": float32 (N, D_probe)}`` from ``model.embed`` (rhythm = mean of beats after P, not
     normalised; see docs/evaluation.md for which embedding suits which use).
     """
-    check_compatible(model, store)
-    rows = np.arange(len(store)) if rows is None else np.asarray(rows)
-    device = next(model.parameters()).device
+    check_input(store, model.config["ecg"])
+    ds = SignalDataset(store, rows, normalize=model_normalize(model, normalize), leads=leads)
+    device = model_device(model)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS}
     ids: list[str] = []
     with eval_mode(model):
-        for batch in ecg_batches(store, rows, batch_size, normalize):
-            emb = model.embed(batch["ecg"].to(device))
+        for batch in progress(batches(ds, batch_size), -(-len(ds) // batch_size), "embed", "batch"):
+            emb = model.embed(batch["ecg"].to(device), lengths=batch["length"].to(device))
             for k in KEYS:
                 parts[k].append(emb[k].float().cpu())
             ids += batch["id"]
     return {"id": ids, **{k: torch.cat(v).numpy() for k, v in parts.items()}}
 
 
+def check_embeddings_path(path: str | Path) -> Path:
+    """``path`` if its suffix is one :func:`save_embeddings` writes (.parquet, .npy), else ValueError
+    (checked before any embedding is computed)."""
+    path = Path(path)
+    if path.suffix not in (".parquet", ".npy"):
+        raise ValueError(f"embedding file {path}: use a .parquet or .npy suffix (e.g. --out emb.parquet)")
+    return path
+
+
 def save_embeddings(emb: dict[str, Any], path: str | Path) -> Path:
     """Write ``embed_store`` output to ``.parquet`` or ``.npy`` (chosen by the suffix)."""
-    path = Path(path)
+    path = check_embeddings_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(emb["id"])
     if path.suffix == ".npy":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from melp.eval.common import Splits, check_compatible, ecg_batches, label_matrix, resolve_task, write_json
+from melp.data.datasets import DownstreamDataset, batches
+from melp.eval.early_stopping import EarlyStopping
+from melp.eval.features import eval_mode, model_device, model_normalize, progress
 from melp.eval.metrics import macro_auroc
+from melp.eval.outputs import write_json
 from melp.eval.probe import fraction_rows
-from melp.eval.zeroshot import eval_mode
+from melp.eval.splits import Splits
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ __all__ = ["FinetuneConfig", "finetune", "run_finetune"]
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning settings."""
+    """Fine-tuning settings (``normalize`` None = the model's own normalisation)."""
 
     lr_head: float = 1e-3
     lr_encoder: float = 1e-4
@@ -39,32 +41,31 @@ class FinetuneConfig:
     batch_size: int = 64
     patience: int = 3
     seed: int = 42
-    normalize: str = "minmax"
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
+    normalize: str | None = None
 
 
 class _Classifier(torch.nn.Module):
     def __init__(self, model: Any, n_classes: int) -> None:
         super().__init__()
         self.model = model
-        probe = torch.zeros(1, 12, int(model.config["ecg"]["n_samples"]), device=_device(model))
+        ecg = model.config["ecg"]
+        probe = torch.zeros(1, int(ecg["in_leads"]), int(ecg["n_samples"]), device=model_device(model))
         with eval_mode(model):
             dim = int(model.embed(probe)["probe"].shape[1])
         self.head = torch.nn.Linear(dim, n_classes)
 
-    def forward(self, ecg: torch.Tensor) -> torch.Tensor:
-        return self.head(self.model.embed(ecg)["probe"])  # (B, K) logits
+    def forward(self, ecg: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.model.embed(ecg, lengths=lengths)["probe"])  # (B, K) logits
 
 
-def _scores(clf: _Classifier, store: Any, rows: np.ndarray, cfg: FinetuneConfig) -> np.ndarray:
+def _scores(clf: _Classifier, ds: DownstreamDataset, cfg: FinetuneConfig) -> np.ndarray:
+    """Sigmoid scores (N, K) of every record of ``ds``, in order."""
     clf.eval()
+    device = model_device(clf.model)
     out = []
     with torch.no_grad():
-        for batch in ecg_batches(store, rows, cfg.batch_size * 2, cfg.normalize):
-            out.append(torch.sigmoid(clf(batch["ecg"].to(_device(clf.model)))).double().cpu())
+        for batch in batches(ds, cfg.batch_size * 2):
+            out.append(torch.sigmoid(clf(batch["ecg"].to(device), batch["length"].to(device))).double().cpu())
     return torch.cat(out).numpy()
 
 
@@ -78,14 +79,18 @@ def finetune(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Fine-tune a copy of ``model`` with a linear head on ``task``; returns (classifier, info).
 
-    ``classifier(ecg (B, 12, T)) -> logits (B, K)``; ``info`` holds ``best_epoch``, ``best_val_auroc``,
-    ``history``.
+    ``classifier(ecg (B, 12, T), lengths (B,)) -> logits (B, K)``; ``info`` holds ``best_epoch``,
+    ``best_val_auroc``, ``history``. Records not labelled for the task are left out.
     """
     cfg = config or FinetuneConfig()
     torch.manual_seed(cfg.seed)
-    y_train, _ = label_matrix(store, task, train_rows)
-    y_val, _ = label_matrix(store, task, val_rows)
-    clf = _Classifier(copy.deepcopy(model), y_train.shape[1]).to(_device(model))
+    norm = model_normalize(model, cfg.normalize)
+    train = DownstreamDataset(store, task, train_rows, normalize=norm)
+    val = DownstreamDataset(store, task, val_rows, normalize=norm)
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"store {store.path}: no labelled training or validation record for task {task!r}")
+    device = model_device(model)
+    clf = _Classifier(copy.deepcopy(model), len(train.classes)).to(device)
     head_params = list(clf.head.parameters())
     enc_params = [p for p in clf.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
@@ -95,39 +100,33 @@ def finetune(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     rng = np.random.default_rng(cfg.seed)
-    label_of = {int(r): y_train[i] for i, r in enumerate(train_rows)}
-    best = (-math.inf, 0, copy.deepcopy(clf.state_dict()))
-    history, bad = [], 0
+    y_val = val.label_matrix()
+    stopper = EarlyStopping(cfg.patience)
+    history = []
     for epoch in range(1, cfg.epochs + 1):
         clf.train()
-        order = rng.permutation(np.asarray(train_rows))
         total, seen = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            rows = order[start : start + cfg.batch_size]
-            batch = next(ecg_batches(store, rows, len(rows), cfg.normalize))
-            target = torch.from_numpy(np.stack([label_of[int(r)] for r in rows])).to(_device(clf.model))
-            loss = loss_fn(clf(batch["ecg"].to(_device(clf.model))), target)
+        n_batches = -(-len(train) // cfg.batch_size)
+        for batch in progress(batches(train, cfg.batch_size, rng.permutation(len(train))), n_batches,
+                              f"finetune epoch {epoch}/{cfg.epochs}", "batch"):  # fmt: skip
+            logits = clf(batch["ecg"].to(device), batch["length"].to(device))
+            loss = loss_fn(logits, batch["labels"].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(rows)
-            seen += len(rows)
+            total += float(loss.detach()) * len(batch["id"])
+            seen += len(batch["id"])
         sched.step()
-        auc = macro_auroc(y_val, _scores(clf, store, val_rows, cfg))
-        auc = -math.inf if math.isnan(auc) else auc
+        auc = macro_auroc(y_val, _scores(clf, val, cfg))
         history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "val_macro_auroc": auc})
         log.info("finetune epoch %d: loss %.4f, val macro AUROC %.4f", epoch, total / max(seen, 1), auc)
-        if auc > best[0]:
-            best, bad = (auc, epoch, copy.deepcopy(clf.state_dict())), 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    clf.load_state_dict(best[2])
+        if stopper.step(epoch, auc, clf.state_dict()):
+            break
+    clf.load_state_dict(stopper.best_state)
     clf.eval()
     return clf, {
-        "best_epoch": best[1],
-        "best_val_auroc": best[0],
+        "best_epoch": stopper.best_epoch,
+        "best_val_auroc": stopper.best_score,
         "epochs_run": len(history),
         "history": history,
     }
@@ -144,49 +143,57 @@ def run_finetune(
     n_boot: int = 1000,
     figure: bool = True,
     name: str = "finetune",
+    save: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune for each label fraction and evaluate the best epoch on test (same outputs as the probe).
 
     ``name`` prefixes the written files and is the ``method`` field (e.g. ``finetune_random`` for
-    a randomly initialised model)."""
+    a randomly initialised model). With ``save``, the classifier of the largest fraction (fine-tuned
+    encoder, head, class names, thresholds at max F1 on the validation portion) is written there
+    (:func:`melp.eval.classifier.save_classifier`)."""
+    from melp.data.datasets import check_input
+    from melp.data.tasks import resolve_task
     from melp.eval.results import summarise_classification, write_classification
 
-    check_compatible(model, store)
+    check_input(store, model.config["ecg"])
     task = resolve_task(store, task)
     cfg = config or FinetuneConfig()
-    y_train, classes = label_matrix(store, task, splits.train)
-    y_test, _ = label_matrix(store, task, splits.test)
-    ids = store.manifest["id"].iloc[splits.test].astype(str).tolist()
+    norm = model_normalize(model, cfg.normalize)
+    train = DownstreamDataset(store, task, splits.train, normalize=norm)
+    test = DownstreamDataset(store, task, splits.test, normalize=norm)
+    if len(test) == 0:
+        raise ValueError(f"store {store.path}: no test record is labelled for task {task!r}")
+    y_test, classes = test.label_matrix(), test.classes
+    ids = store.manifest["id"].iloc[test.rows].astype(str).tolist()
     results: dict[str, Any] = {}
     for frac in fractions:
-        sel = splits.train[fraction_rows(y_train, frac, cfg.seed)]
+        sel = train.rows[fraction_rows(train.label_matrix(), frac, cfg.seed)]
         clf, info = finetune(model, store, task, sel, splits.val, cfg)
-        scores = _scores(clf, store, splits.test, cfg)
-        extra = {
-            "method": name,
-            "task": task,
-            "fraction": frac,
-            "n_train": int(len(sel)),
-            "splits": splits.description,
-            "best_epoch": info["best_epoch"],
-            "best_val_auroc": info["best_val_auroc"],
-            "epochs_run": info["epochs_run"],
-        }
+        scores = _scores(clf, test, cfg)
+        extra = {"method": name, "task": task, "fraction": frac, "n_train": int(len(sel)),
+                 "splits": splits.description, "best_epoch": info["best_epoch"],
+                 "best_val_auroc": info["best_val_auroc"], "epochs_run": info["epochs_run"]}  # fmt: skip
         if out is None:
             summary = {**extra, **summarise_classification(y_test, scores, classes, n_boot=n_boot)}
         else:
-            summary = write_classification(
-                out,
-                f"{name}_{task}_{frac * 100:g}pct",
-                y_test,
-                scores,
-                classes,
-                ids=ids,
-                extra=extra,
-                n_boot=n_boot,
-                figure=figure,
-            )
+            summary = write_classification(out, f"{name}_{task}_{frac * 100:g}pct", y_test, scores, classes,
+                                           ids=ids, extra=extra, n_boot=n_boot, figure=figure)  # fmt: skip
         results[f"{frac:g}"] = summary
+        if save is not None and frac == max(fractions):
+            from melp.eval.classifier import save_classifier
+
+            val = DownstreamDataset(store, task, splits.val, normalize=norm)
+            meta = {**extra, "test_macro_auroc": summary["macro_auroc"]}
+            save_classifier(
+                save,
+                clf.model,
+                clf.head.weight,
+                clf.head.bias,
+                classes,
+                val.label_matrix(),
+                _scores(clf, val, cfg),
+                meta,
+            )
     combined = {
         "method": name,
         "task": task,

@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melp.eval.common import check_compatible, ecg_batches, write_json
-from melp.eval.zeroshot import eval_mode
+from melp.data.datasets import PretrainDataset, batches, check_input
+from melp.eval.features import eval_mode, model_device, model_normalize, progress
+from melp.eval.outputs import write_json
+from melp.eval.zeroshot import require_text_tower
+from melp.models.generation import MAX_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +45,26 @@ def generate_reports(
     store: Any,
     rows: np.ndarray,
     strategy: str = "beam",
-    max_length: int = 64,
+    max_length: int = MAX_LENGTH,
     batch_size: int = 32,
-    normalize: str = "minmax",
+    normalize: str | None = None,
     **kwargs: Any,
 ) -> pd.DataFrame:
     """Generate a report for each of ``rows``: DataFrame with columns id, report (true), generated."""
-    check_compatible(model, store)
-    device = next(model.parameters()).device
+    require_text_tower(model, "report generation")
+    check_input(store, model.config["ecg"])
+    device = model_device(model)
+    ds = PretrainDataset(store, np.asarray(rows), normalize=model_normalize(model, normalize), train=False)
     out = []
     with eval_mode(model):
-        for batch in ecg_batches(store, rows, batch_size, normalize, with_reports=True):
+        n_batches = -(-len(ds) // batch_size)
+        for batch in progress(batches(ds, batch_size), n_batches, f"generate ({strategy})", "batch"):
             texts = model.generate(
-                batch["ecg"].to(device), strategy=strategy, max_length=max_length, **kwargs
+                batch["ecg"].to(device),
+                strategy=strategy,
+                max_length=max_length,
+                lengths=batch["length"].to(device),
+                **kwargs,
             )
             out += [
                 {"id": i, "report": r, "generated": g} for i, r, g in zip(batch["id"], batch["report"], texts)
@@ -68,9 +78,9 @@ def run_generation(
     rows: np.ndarray,
     out: str | Path | None = None,
     strategy: str = "beam",
-    max_length: int = 64,
+    max_length: int = MAX_LENGTH,
     batch_size: int = 32,
-    normalize: str = "minmax",
+    normalize: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Generate and score; writes ``OUT/generation.csv`` (id, report, generated) and ``generation.json``."""

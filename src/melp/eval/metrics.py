@@ -155,7 +155,7 @@ def bootstrap_metrics(
     y_true: Any,
     scores: Any,
     n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = 42,
     alpha: float = 0.05,
     chunk: int | None = None,
 ) -> dict[str, Any]:

@@ -13,7 +13,6 @@ fit every encoder).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,8 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from melp.eval.common import FeatureBank, Splits, check_compatible, label_matrix, resolve_task
+from melp.eval.early_stopping import EarlyStopping
+from melp.eval.features import FeatureBank, progress
 from melp.eval.metrics import macro_auroc
+from melp.eval.splits import Splits
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +53,25 @@ def extract_features(
     store: Any,
     rows: np.ndarray,
     batch_size: int = 128,
-    normalize: str = "minmax",
+    normalize: str | None = None,
     key: str = "probe",
     bank: FeatureBank | None = None,
+    leads: list[str] | str | None = None,
 ) -> np.ndarray:
     """``model.embed(x)[key]`` for ``rows`` in order: float32 (N, D). Encoder in eval mode, no grad.
 
     ``bank``: reuse (and fill) a :class:`FeatureBank` of the same model and store."""
-    bank = bank or FeatureBank(model, store, batch_size, normalize, keys=(key,))
+    if bank is None or not bank.matches(normalize, leads) or key not in bank.keys:
+        bank = FeatureBank(model, store, batch_size, normalize, keys=(key,), leads=leads)
     return bank.get(rows, key)
 
 
 def fraction_rows(y: np.ndarray, fraction: float, seed: int = 42) -> np.ndarray:
     """Indices (into ``y``'s rows) of a seeded ``fraction`` of the records, keeping >= 1 positive per
     class where the data allow (uses ``melp.data.datasets.label_fraction``)."""
-    if fraction >= 1.0:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
         return np.arange(len(y))
     from melp.data.datasets import label_fraction
 
@@ -110,8 +115,8 @@ def train_linear_head(
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.min_lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    best = (-math.inf, 0, copy.deepcopy(head.state_dict()))
-    history, bad = [], 0
+    stopper = EarlyStopping(cfg.patience)
+    history = []
     for epoch in range(1, cfg.epochs + 1):
         head.train()
         # an "epoch" is at least min_steps_per_epoch minibatches (whole shuffled passes), so that
@@ -136,19 +141,15 @@ def train_linear_head(
         with torch.no_grad():
             val_scores = torch.sigmoid(head(xv)).numpy()  # D18: sigmoid, not softmax
         auc = macro_auroc(y_val, val_scores)
-        auc = -math.inf if math.isnan(auc) else auc
         history.append({"epoch": epoch, "train_loss": total / seen, "val_macro_auroc": auc})
-        if auc > best[0]:
-            best, bad = (auc, epoch, copy.deepcopy(head.state_dict())), 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    head.load_state_dict(best[2])
+        if stopper.step(epoch, auc, head.state_dict()):
+            break
+    head.load_state_dict(stopper.best_state)
     head.eval()
     head.register_buffer("feat_mean", torch.from_numpy(mean.astype(np.float32)))
     head.register_buffer("feat_std", torch.from_numpy(std.astype(np.float32)))
-    info = {"best_epoch": best[1], "best_val_auroc": best[0], "epochs_run": len(history), "history": history}
+    info = {"best_epoch": stopper.best_epoch, "best_val_auroc": stopper.best_score, "epochs_run": len(history),
+            "history": history}  # fmt: skip
     return head, info
 
 
@@ -169,47 +170,59 @@ def run_probe(
     config: HeadConfig | None = None,
     n_boot: int = 1000,
     batch_size: int = 128,
-    normalize: str = "minmax",
+    normalize: str | None = None,
     name: str = "probe",
     figure: bool = True,
     bank: FeatureBank | None = None,
+    leads: list[str] | str | None = None,
+    save: str | Path | None = None,
 ) -> dict[str, Any]:
     """Linear probe for each label fraction; returns ``{"fractions": {f: summary}, ...}``.
 
-    Each summary has the test ``macro_auroc`` (+ F1, accuracy, bootstrap CIs), the number of training
-    records used, the best epoch and its val AUROC. With ``out``, writes ``{name}_{task}_{pct}.json``
-    (+ CSV/ROC) per fraction and ``{name}_{task}.json`` with all fractions.
+    The train/val/test records are those of ``splits`` that are labelled for ``task``
+    (:class:`melp.data.datasets.DownstreamDataset`, as everywhere else). Each summary has the test
+    ``macro_auroc`` (+ F1, accuracy, bootstrap CIs), the number of training records used, the best
+    epoch and its val AUROC. With ``out``, writes ``{name}_{task}_{pct}.json`` (+ CSV/ROC) per
+    fraction and ``{name}_{task}.json`` with all fractions. With ``save``, writes the classifier of
+    the largest fraction there (:func:`melp.eval.classifier.save_classifier`: encoder, head, class
+    names, per-class thresholds at max F1 on the validation portion).
     """
-    from melp.eval.common import write_json
+    from melp.data.datasets import DownstreamDataset
+    from melp.data.tasks import resolve_task
+    from melp.eval.outputs import write_json
     from melp.eval.results import summarise_classification, write_classification
 
-    check_compatible(model, store)
     task = resolve_task(store, task)
     cfg = config or HeadConfig()
-    bank = bank or FeatureBank(model, store, batch_size, normalize)
-    feats = {part: bank.get(getattr(splits, part), "probe") for part in ("train", "val", "test")}
-    labels = {part: label_matrix(store, task, getattr(splits, part))[0] for part in ("train", "val", "test")}
-    classes = store.tasks[task]
-    ids = store.manifest["id"].iloc[splits.test].astype(str).tolist()
-    results: dict[str, Any] = {}
     for frac in fractions:
+        if not 0 < frac <= 1:
+            raise ValueError(f"label fraction must be in (0, 1], got {frac}")
+    if bank is None or not bank.matches(normalize, leads):
+        bank = FeatureBank(model, store, batch_size, normalize, leads=leads)
+    parts = {p: DownstreamDataset(store, task, getattr(splits, p), normalize=bank.normalize, leads=leads)
+             for p in ("train", "val", "test")}  # fmt: skip
+    for p, ds in parts.items():
+        if len(ds) == 0:
+            raise ValueError(
+                f"store {store.path}: no {p} record is labelled for task {task!r} ({splits.description})"
+            )
+    feats = {p: bank.get(ds.rows, "probe") for p, ds in parts.items()}
+    labels = {p: ds.label_matrix() for p, ds in parts.items()}
+    classes = parts["test"].classes
+    ids = store.manifest["id"].iloc[parts["test"].rows].astype(str).tolist()
+    results: dict[str, Any] = {}
+    for frac in progress(fractions, len(fractions), f"{name} {task}", "fraction"):
         sel = fraction_rows(labels["train"], frac, cfg.seed)
         head, info = train_linear_head(
             feats["train"][sel], labels["train"][sel], feats["val"], labels["val"], cfg
         )
         scores = predict_head(head, feats["test"])
         extra = {
-            "method": name,
-            "task": task,
-            "fraction": frac,
-            "n_train": int(len(sel)),
-            "n_val": int(len(splits.val)),
-            "n_test": int(len(splits.test)),
-            "splits": splits.description,
-            "best_epoch": info["best_epoch"],
-            "best_val_auroc": info["best_val_auroc"],
+            "method": name, "task": task, "fraction": frac, "n_train": int(len(sel)),
+            "n_val": len(parts["val"]), "n_test": len(parts["test"]), "splits": splits.description,
+            "best_epoch": info["best_epoch"], "best_val_auroc": info["best_val_auroc"],
             "epochs_run": info["epochs_run"],
-        }
+        }  # fmt: skip
         tag = f"{name}_{task}_{frac * 100:g}pct"
         if out is None:
             summary = {**extra, **summarise_classification(labels["test"], scores, classes, n_boot=n_boot)}
@@ -217,16 +230,34 @@ def run_probe(
             summary = write_classification(
                 out, tag, labels["test"], scores, classes, ids=ids, extra=extra, n_boot=n_boot, figure=figure
             )
-        log.info(
-            "%s %s %g%%: test macro AUROC %.4f (train %d, best epoch %d)",
-            name,
-            task,
-            frac * 100,
-            summary["macro_auroc"],
-            len(sel),
-            info["best_epoch"],
-        )
+        log.info("%s %s %g%%: test macro AUROC %.4f (train %d, best epoch %d)", name, task, frac * 100,
+                 summary["macro_auroc"], len(sel), info["best_epoch"])  # fmt: skip
         results[f"{frac:g}"] = summary
+        if save is not None and frac == max(fractions):
+            from melp.eval.classifier import save_classifier
+
+            meta = {
+                "method": name,
+                "task": task,
+                "fraction": frac,
+                "splits": splits.description,
+                "test_macro_auroc": summary["macro_auroc"],
+                "best_epoch": info["best_epoch"],
+                "best_val_auroc": info["best_val_auroc"],
+                "n_train": int(len(sel)),
+            }
+            save_classifier(
+                save,
+                model,
+                head.weight,
+                head.bias,
+                classes,
+                labels["val"],
+                predict_head(head, feats["val"]),
+                meta,
+                head.feat_mean,
+                head.feat_std,
+            )
     combined = {
         "method": name,
         "task": task,

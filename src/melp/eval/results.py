@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melp.eval.common import write_json
 from melp.eval.metrics import bootstrap_metrics, classification_metrics
+from melp.eval.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ __all__ = ["summarise_classification", "write_classification"]
 
 
 def summarise_classification(
-    y: np.ndarray, scores: np.ndarray, classes: list[str], n_boot: int = 1000, seed: int = 0
+    y: np.ndarray, scores: np.ndarray, classes: list[str], n_boot: int = 1000, seed: int = 42
 ) -> dict[str, Any]:
     """Point metrics (``classification_metrics``) plus bootstrap 95 % intervals.
 
@@ -47,8 +47,9 @@ def write_classification(
     ids: list[str] | None = None,
     extra: dict[str, Any] | None = None,
     n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = 42,
     figure: bool = True,
+    figure_formats: tuple[str, ...] = ("png",),
 ) -> dict[str, Any]:
     """Compute metrics and write ``OUT/{name}.json``, ``{name}_per_class.csv``, ``{name}_scores.csv``
     and ``{name}_roc.png``. Returns the summary dict (also the JSON content)."""
@@ -70,6 +71,7 @@ def write_classification(
         from melp.eval.figures import roc_figure
 
         title = f"{name}: macro AUROC {res['macro_auroc']:.3f}"
-        roc_figure(y, scores, classes, out / f"{name}_roc.png", title=title)
+        roc_figure(y, scores, classes, out / f"{name}_roc.png", title=title, n_boot=min(n_boot, 200),
+                   formats=figure_formats)  # fmt: skip
     log.info("%s: macro AUROC %.4f (n=%d) -> %s", name, res["macro_auroc"], res["n"], out / f"{name}.json")
     return summary

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from melp.eval.common import FeatureBank, check_compatible, write_json
-from melp.eval.zeroshot import eval_mode
+from melp.eval.features import FeatureBank, eval_mode, progress
+from melp.eval.outputs import write_json
+from melp.eval.zeroshot import require_text_tower
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,28 @@ def encode_pairs(
     store: Any,
     rows: np.ndarray,
     batch_size: int = 128,
-    normalize: str = "minmax",
+    normalize: str | None = None,
     bank: FeatureBank | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """ECG latents (N, D), text latents of the UNIQUE reports (U, D), those reports and the N reports."""
-    check_compatible(model, store)
-    bank = bank or FeatureBank(model, store, batch_size, normalize)
+    """ECG latents (N, D), text latents of the UNIQUE reports (U, D), those reports and the N reports.
+    Records without a report are left out."""
+    require_text_tower(model, "retrieval")
+    if bank is None or not bank.matches(normalize, None):
+        bank = FeatureBank(model, store, batch_size, normalize)
+    reports_all = store.manifest["report"].fillna("").astype(str).to_numpy()
+    rows = np.asarray(rows)[np.char.str_len(reports_all[np.asarray(rows)].astype(str)) > 0]
+    if len(rows) == 0:
+        raise ValueError(
+            f"store {store.path}: none of the chosen records has a report; retrieval needs reports"
+        )
     z_e = bank.z_e(rows)  # (N, D) = encode_ecg
     reports = store.manifest["report"].iloc[rows].fillna("").astype(str).tolist()
     unique = sorted(set(reports))
+    starts = range(0, len(unique), batch_size)
     with eval_mode(model):
         z_t = [
             model.encode_text(unique[i : i + batch_size]).float().cpu()
-            for i in range(0, len(unique), batch_size)
+            for i in progress(starts, len(starts), "encode reports", "batch")
         ]
     return z_e, torch.cat(z_t).numpy(), unique, reports
 
@@ -84,7 +94,7 @@ def run_retrieval(
     rows: np.ndarray,
     out: str | Path | None = None,
     batch_size: int = 128,
-    normalize: str = "minmax",
+    normalize: str | None = None,
     bank: FeatureBank | None = None,
 ) -> dict[str, Any]:
     """ECG->report and report->ECG retrieval on ``rows`` (identical reports merged).
@@ -122,8 +132,8 @@ def patient_identification(
     rows: np.ndarray,
     out: str | Path | None = None,
     batch_size: int = 128,
-    normalize: str = "minmax",
-    seed: int = 0,
+    normalize: str | None = None,
+    seed: int = 42,
     bank: FeatureBank | None = None,
 ) -> dict[str, Any]:
     """Find a record's patient among other patients' records with rhythm embeddings.
@@ -135,8 +145,10 @@ def patient_identification(
     """
     from melp.eval.probe import extract_features
 
-    check_compatible(model, store)
-    patients = store.manifest["patient"].iloc[rows].astype(str).to_numpy()
+    pat = store.manifest["patient"].iloc[np.asarray(rows)]
+    known = (pat.notna() & (pat.astype(str).str.strip() != "")).to_numpy()
+    rows = np.asarray(rows)[known]  # records without a patient id cannot be matched to anyone
+    patients = pat[known].astype(str).to_numpy()
     uniq, inverse, counts = np.unique(patients, return_inverse=True, return_counts=True)
     rng = np.random.default_rng(seed)
     gallery_pick = np.full(len(uniq), -1)

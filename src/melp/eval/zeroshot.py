@@ -7,28 +7,23 @@ that class embedding (spec §6: no temperature, no softmax).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from melp.eval.features import eval_mode
 from melp.eval.prompts import load_prompts, prompts_for
 
-__all__ = ["build_classifier", "zero_shot_logits", "eval_mode", "zero_shot_scores", "run_zeroshot"]
+__all__ = ["build_classifier", "zero_shot_logits", "zero_shot_scores", "run_zeroshot", "require_text_tower"]
 
 
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Put ``model`` in eval mode and under ``torch.no_grad`` for the block, then restore its mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
+def require_text_tower(model: Any, what: str) -> None:
+    """ValueError (one line) when ``model`` has no text tower, which ``what`` needs."""
+    if getattr(model, "text", "") is None:  # an encoder-only model (no text tower)
+        raise ValueError(
+            f"{what} needs a text tower; this model is an ECG encoder only (use embed/probe/finetune)"
+        )
 
 
 def build_classifier(
@@ -51,6 +46,7 @@ def build_classifier(
         (D, K) float tensor on the model's device; column k is the unit-norm mean of the
         text latents of class k's phrasings.
     """
+    require_text_tower(model, "zero-shot classification")
     table = prompts if isinstance(prompts, dict) else load_prompts(prompts)
     phrasings = prompts_for(classes, table, task)
     flat = [p.lower() for group in phrasings for p in group]
@@ -67,10 +63,13 @@ def build_classifier(
     return torch.nn.functional.normalize(means, dim=1).T.contiguous()  # (D, K)
 
 
-def zero_shot_logits(model: Any, ecg: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    """Cosine scores (B, K) of ECGs (B, 12, T) against a (D, K) classifier from ``build_classifier``."""
+def zero_shot_logits(
+    model: Any, ecg: torch.Tensor, classifier: torch.Tensor, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cosine scores (B, K) of ECGs (B, 12, T) (valid ``lengths`` (B,), None = all valid) against a
+    (D, K) classifier from ``build_classifier``."""
     with eval_mode(model):
-        z = model.encode_ecg(ecg).float()  # (B, D) unit norm
+        z = model.encode_ecg(ecg, lengths=lengths).float()  # (B, D) unit norm
     return z @ classifier.to(z.device, z.dtype)  # (B, K)
 
 
@@ -81,24 +80,33 @@ def zero_shot_scores(
     rows: Any,
     prompts: dict[str, list[str]] | str | Path | None = None,
     batch_size: int = 128,
-    normalize: str = "minmax",
+    normalize: str | None = None,
     bank: Any = None,
+    leads: list[str] | str | None = None,
 ) -> tuple[Any, Any, list[str], list[str]]:
-    """Cosine scores of ``rows`` of ``store`` for ``task``.
+    """Cosine scores of the labelled records among ``rows`` of ``store`` for ``task``.
 
-    ``bank``: an optional :class:`melp.eval.common.FeatureBank` of this model and store (reuses
-    ECG latents across tasks). Returns ``(y (N, K) float32, scores (N, K) float64, classes, ids)``.
+    Records are selected and labelled by :class:`melp.data.datasets.DownstreamDataset` (records
+    not labelled for the task are left out, as in training validation). ``normalize``: None = the
+    model's own. ``bank``: an optional :class:`melp.eval.features.FeatureBank` of this model and
+    store (reuses ECG latents across tasks). ``leads``: only these leads (others masked).
+    Returns ``(y (N, K) float32, scores (N, K) float64, classes, ids)``.
     """
-    from melp.eval.common import FeatureBank, check_compatible, label_matrix, resolve_task
+    from melp.data.datasets import DownstreamDataset
+    from melp.data.tasks import resolve_task
+    from melp.eval.features import FeatureBank
 
-    check_compatible(model, store)
+    require_text_tower(model, "zero-shot classification")
     task = resolve_task(store, task)
-    y, classes = label_matrix(store, task, rows)
-    bank = bank or FeatureBank(model, store, batch_size, normalize)
-    w = build_classifier(model, classes, prompts, task=task).cpu().double().numpy()  # (D, K)
-    scores = bank.z_e(rows).astype("float64") @ w  # (N, K) cosines
-    ids = store.manifest["id"].iloc[rows].astype(str).tolist()
-    return y, scores, classes, ids
+    if bank is None or not bank.matches(normalize, leads):
+        bank = FeatureBank(model, store, batch_size, normalize, leads=leads)
+    ds = DownstreamDataset(store, task, rows, normalize=bank.normalize, leads=leads)
+    if len(ds) == 0:
+        raise ValueError(f"store {store.path}: none of the chosen records is labelled for task {task!r}")
+    w = build_classifier(model, ds.classes, prompts, task=task).cpu().double().numpy()  # (D, K)
+    scores = bank.z_e(ds.rows).astype("float64") @ w  # (N, K) cosines
+    ids = store.manifest["id"].iloc[ds.rows].astype(str).tolist()
+    return ds.label_matrix(), scores, ds.classes, ids
 
 
 def run_zeroshot(
@@ -109,32 +117,28 @@ def run_zeroshot(
     out: str | Path | None = None,
     prompts: dict[str, list[str]] | str | Path | None = None,
     n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = 42,
     batch_size: int = 128,
-    normalize: str = "minmax",
+    normalize: str | None = None,
     figure: bool = True,
     name: str | None = None,
     bank: Any = None,
+    leads: list[str] | str | None = None,
 ) -> dict[str, Any]:
     """Zero-shot evaluation of one task: metrics with bootstrap intervals; writes JSON/CSV/ROC to
     ``out`` (when given) as ``zeroshot_{task}.*``. Returns the summary dict (``macro_auroc`` ...)."""
-    from melp.eval.common import resolve_task
+    from melp.data.tasks import resolve_task
     from melp.eval.results import summarise_classification, write_classification
 
     task = resolve_task(store, task)
-    y, scores, classes, ids = zero_shot_scores(model, store, task, rows, prompts, batch_size, normalize, bank)
-    extra = {"method": "zero-shot", "task": task, "store": str(store.path), "n_records": len(ids)}
+    y, scores, classes, ids = zero_shot_scores(
+        model, store, task, rows, prompts, batch_size, normalize, bank, leads=leads
+    )
+    extra = {"method": "zero-shot", "task": task, "store": str(store.path), "n_records": len(ids),
+             "leads": leads if leads is None or isinstance(leads, str) else ",".join(leads)}  # fmt: skip
     if out is None:
         return {**extra, **summarise_classification(y, scores, classes, n_boot=n_boot, seed=seed)}
     return write_classification(
-        out,
-        name or f"zeroshot_{task}",
-        y,
-        scores,
-        classes,
-        ids=ids,
-        extra=extra,
-        n_boot=n_boot,
-        seed=seed,
+        out, name or f"zeroshot_{task}", y, scores, classes, ids=ids, extra=extra, n_boot=n_boot, seed=seed,
         figure=figure,
-    )
+    )  # fmt: skip

@@ -1,18 +1,12 @@
-"""MELP losses: contrastive (rhythm), caption (token), beat alignment (beat) and their sum."""
+"""MELP losses: contrastive (rhythm), caption (token), beat alignment (beat) and their sum.
 
-from melp.losses.beat import BeatLoss, beat_loss
-from melp.losses.caption import CaptionLoss, caption_loss
-from melp.losses.clip import ClipLoss, clip_loss
+Each term is a pure function of the model's named outputs; :class:`MELPLoss` weights and sums them.
+"""
+
+from melp.losses.beat import beat_loss
+from melp.losses.caption import caption_loss
+from melp.losses.clip import clip_loss
 from melp.losses.gather import all_gather_with_grad
 from melp.losses.total import MELPLoss
 
-__all__ = [
-    "BeatLoss",
-    "CaptionLoss",
-    "ClipLoss",
-    "MELPLoss",
-    "all_gather_with_grad",
-    "beat_loss",
-    "caption_loss",
-    "clip_loss",
-]
+__all__ = ["MELPLoss", "all_gather_with_grad", "beat_loss", "caption_loss", "clip_loss"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def _fill_min(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -116,19 +115,6 @@ def pad_ragged(flat: torch.Tensor, counts: torch.Tensor, max_len: int | None = N
     idx = (starts[:, None] + pos[None, :]).clamp_max(max(flat.shape[0] - 1, 0))  # (B, M)
     out = flat[idx] * mask[..., None].to(flat.dtype)  # (B, M, D)
     return out, mask
-
-
-class BeatLoss(nn.Module):
-    """Module wrapper of :func:`beat_loss` with fixed temperatures."""
-
-    def __init__(self, tau1: float = 4.0, tau2: float = 5.0, tau3: float = 10.0):
-        super().__init__()
-        self.tau1, self.tau2, self.tau3 = tau1, tau2, tau3
-
-    def forward(
-        self, beats: torch.Tensor, sentences: torch.Tensor, sentence_mask: torch.Tensor
-    ) -> torch.Tensor:
-        return beat_loss(beats, sentences, sentence_mask, self.tau1, self.tau2, self.tau3)
 
 
 def beat_attention(beats: torch.Tensor, sentences: torch.Tensor, tau1: float = 4.0) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def caption_loss(caption_logits: torch.Tensor, caption_targets: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -20,12 +19,3 @@ def caption_loss(caption_logits: torch.Tensor, caption_targets: torch.Tensor, pa
     return F.cross_entropy(
         caption_logits.reshape(-1, v).float(), caption_targets.reshape(-1), ignore_index=int(pad_id)
     )
-
-
-class CaptionLoss(nn.Module):
-    """Module wrapper of :func:`caption_loss`."""
-
-    def forward(
-        self, caption_logits: torch.Tensor, caption_targets: torch.Tensor, pad_id: int
-    ) -> torch.Tensor:
-        return caption_loss(caption_logits, caption_targets, pad_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from melp.losses.gather import all_gather_no_grad, all_gather_with_grad, world_info
 
@@ -64,20 +63,3 @@ def _clip_loss(ecg_latent, text_latent, logit_scale, gather, text_ids=None):
     else:
         target = torch.arange(ze.shape[0], device=ze.device) + rank * ze.shape[0]
     return 0.5 * (F.cross_entropy(logits_e, target) + F.cross_entropy(logits_t, target))
-
-
-class ClipLoss(nn.Module):
-    """Module wrapper of :func:`clip_loss` (stateless; no label cache needed, D25)."""
-
-    def __init__(self, gather: bool = True):
-        super().__init__()
-        self.gather = gather
-
-    def forward(
-        self,
-        ecg_latent: torch.Tensor,
-        text_latent: torch.Tensor,
-        logit_scale: torch.Tensor,
-        text_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return clip_loss(ecg_latent, text_latent, logit_scale, gather=self.gather, text_ids=text_ids)

@@ -22,8 +22,9 @@ class MELPLoss(nn.Module):
         tau1, tau2, tau3: beat-loss temperatures.
         gather: gather latents across ranks for the CLIP term (no-op single-process).
         soft_duplicates: use the model's ``text_ids`` so that identical reports in a batch are not
-            negatives of each other in the CLIP and beat terms (default; the reference treats them
-            as negatives). Without ``text_ids`` in the outputs, plain one-hot targets are used.
+            negatives of each other in the CLIP and beat terms (a deviation from the paper, whose
+            one-hot targets treat them as negatives: the default). Without ``text_ids`` in the
+            outputs, plain one-hot targets are used.
     """
 
     def __init__(
@@ -36,7 +37,7 @@ class MELPLoss(nn.Module):
         tau2: float = 5.0,
         tau3: float = 10.0,
         gather: bool = True,
-        soft_duplicates: bool = True,
+        soft_duplicates: bool = False,
     ):
         super().__init__()
         for name, w in (("clip", clip), ("caption", caption), ("beat", beat)):
@@ -55,14 +56,19 @@ class MELPLoss(nn.Module):
         beats: torch.Tensor,
         sentences: torch.Tensor,
         sentence_mask: torch.Tensor,
-        caption_logits: torch.Tensor,
-        caption_targets: torch.Tensor,
+        caption_logits: torch.Tensor | None,
+        caption_targets: torch.Tensor | None,
         pad_id: int,
         text_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted loss terms and their sum (all scalars, fp32)."""
         zero = ecg_latent.new_zeros((), dtype=torch.float32)
         w = self.weights
+        if w["caption"] and caption_logits is None:
+            raise ValueError(
+                "the caption loss needs a causal text tower (text.causal=true); with a bidirectional text "
+                "tower set the caption weight to 0 (loss.caption=0)"
+            )
         ids = text_ids if self.soft_duplicates else None
         out = {
             "clip": w["clip"]

@@ -101,9 +101,14 @@ class MultiHeadAttention(nn.Module):
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.dim))  # (B, Lq, dim)
 
-    def attention_weights(self, query: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        """Head-averaged attention probabilities (B, Lq, Lk) without dropout (for visualisation)."""
+    def attention_weights(
+        self, query: torch.Tensor, kv: torch.Tensor, attn_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Head-averaged attention probabilities (B, Lq, Lk) without dropout (for visualisation);
+        ``attn_mask`` boolean (True = attend), broadcastable to (B, H, Lq, Lk)."""
         q = self._split(self.q_proj(query))
         k, _ = self.project_kv(kv)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, Lq, Lk)
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
         return scores.softmax(-1).mean(1)

@@ -5,13 +5,19 @@ A config is a plain nested dict (JSON-serialisable). Sections and keys (defaults
 * top level: ``name``, ``embed_dim`` (D of the shared space, 256), ``max_sentences`` (M, sentence
   slots per report in the forward outputs), ``logit_scale_init`` (ln(1/0.07)), ``logit_scale_max``
   (ln 100).
-* ``ecg``: ``type`` (``wav2vec2`` | ``resnet1d``), ``sample_rate`` (Hz), ``n_samples`` (input length),
-  ``in_leads`` and the type's own keys (see ``ECG_DEFAULTS``).
-* ``text``: ``name_or_path`` (HF folder / hub id / ``"minilm"``), ``from_config`` (``null`` = load the
-  checkpoint's weights in ``create_model``; a dict of ``BertConfig`` overrides = random init),
+* ``ecg``: ``type`` (``wav2vec2`` | ``resnet1d``) and the model's input contract: ``sample_rate``
+  (Hz), ``n_samples`` (input length), ``in_leads``, ``leads`` (lead names in input order; null = the
+  canonical 12, ``melp.data.signal.CANONICAL_LEADS``), ``normalize`` (``minmax`` | ``zscore``, the
+  per-record normalisation the model was trained with); then the type's own keys (``ECG_DEFAULTS``).
+* ``text``: ``name_or_path`` (HF folder / hub id / ``"minilm"``), ``from_config`` (``null`` = load
+  the checkpoint's weights in ``create_model``; a dict of ``BertConfig`` overrides = random init),
   ``causal``, ``max_length`` (tokenizer length before dropping ``[CLS]``), ``freeze_layers``,
-  ``freeze_embeddings``, ``padding`` (``longest`` | ``max_length``).
-* ``heads``: beat pooler queries/heads, caption pooler queries/heads.
+  ``freeze_embeddings``, ``padding`` (``longest`` | ``max_length``). ``"text": null`` makes an
+  encoder-only model (no text tower, no ``decoder``): embeddings, probing and fine-tuning only, e.g.
+  a converted released encoder.
+* ``heads``: beat pooler queries/heads, caption pooler queries/heads and ``caption_dim`` (width of
+  the caption pooler; null = the text tower's hidden size, which the decoder needs; required for an
+  encoder-only model).
 * ``decoder``: ``layers``, ``heads``, ``mlp_ratio`` (width = the text model's hidden size),
   ``sparse_logits`` (vocabulary projection only at non-pad targets), ``caption_vocab`` (null or
   the token ids of a compact caption output layer).
@@ -33,7 +39,16 @@ TOP_DEFAULTS: dict[str, Any] = {
     "logit_scale_max": math.log(100.0),
 }
 
-ECG_COMMON: dict[str, Any] = {"type": "wav2vec2", "sample_rate": 500, "n_samples": 5000, "in_leads": 12}
+ECG_COMMON: dict[str, Any] = {
+    "type": "wav2vec2",
+    "sample_rate": 500,
+    "n_samples": 5000,
+    "in_leads": 12,
+    "leads": None,  # null -> the canonical 12-lead order (resolved below)
+    "normalize": "minmax",
+}
+
+NORMALIZE_MODES = ("minmax", "zscore")
 
 ECG_DEFAULTS: dict[str, dict[str, Any]] = {
     "wav2vec2": {
@@ -70,6 +85,7 @@ HEADS_DEFAULTS: dict[str, Any] = {
     "beat_heads": 8,
     "n_caption_queries": 128,
     "caption_heads": 8,
+    "caption_dim": None,  # null -> the text tower's hidden size
 }
 
 DECODER_DEFAULTS: dict[str, Any] = {
@@ -149,6 +165,11 @@ def resolve_config(config: dict, source: str = "config") -> dict:
     etype = ecg_in.get("type", ECG_COMMON["type"])
     if etype not in ECG_DEFAULTS:
         raise ValueError(f"{source}: ecg.type={etype!r} unknown; choose one of {sorted(ECG_DEFAULTS)}")
+    encoder_only = "text" in config and config["text"] is None
+    if encoder_only and config.get("decoder") is not None:
+        raise ValueError(
+            f"{source}: a decoder section needs a text tower; set text to an object or remove decoder"
+        )
     sections = {
         "ecg": {**ECG_COMMON, **ECG_DEFAULTS[etype]},
         "text": TEXT_DEFAULTS,
@@ -156,15 +177,23 @@ def resolve_config(config: dict, source: str = "config") -> dict:
         "decoder": DECODER_DEFAULTS,
     }
     for sec, defaults in sections.items():
+        if encoder_only and sec in ("text", "decoder"):
+            out[sec] = None
+            continue
         given = dict(config.get(sec) or {})
         _check_keys(given, defaults, f"section {sec!r}", source)
         out[sec] = {}
         for k, d in defaults.items():
             out[sec][k] = copy.deepcopy(given.get(k, d))
             _check_type(out[sec][k], d, f"{sec}.{k}", source)
-    fc = out["text"]["from_config"]
-    if fc is not None and not isinstance(fc, dict):
-        raise ValueError(f"{source}: text.from_config must be null or an object of BertConfig overrides")
+    _check_input_contract(out["ecg"], source)
+    cap = out["heads"]["caption_dim"]
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0):
+        raise ValueError(f"{source}: heads.caption_dim must be null or a positive integer, got {cap!r}")
+    if encoder_only and cap is None:
+        raise ValueError(
+            f"{source}: an encoder-only model (text: null) needs heads.caption_dim (the caption pooler width)"
+        )
     if etype == "wav2vec2":
         for layer in out["ecg"]["conv_layers"]:
             if not (isinstance(layer, list) and len(layer) == 3 and all(isinstance(v, int) for v in layer)):
@@ -174,6 +203,47 @@ def resolve_config(config: dict, source: str = "config") -> dict:
     for key in ("embed_dim", "max_sentences"):
         if out[key] <= 0:
             raise ValueError(f"{source}: {key} must be positive")
-    if out["text"]["max_length"] < 3:
-        raise ValueError(f"{source}: text.max_length must be >= 3 ([BOS], a token, [SEP])")
+    if not encoder_only:
+        fc = out["text"]["from_config"]
+        if fc is not None and not isinstance(fc, dict):
+            raise ValueError(f"{source}: text.from_config must be null or an object of BertConfig overrides")
+        if out["text"]["max_length"] < 3:
+            raise ValueError(f"{source}: text.max_length must be >= 3 ([BOS], a token, [SEP])")
     return out
+
+
+def _check_input_contract(ecg: dict, source: str) -> None:
+    """Validate (and complete in place) the input contract of the ``ecg`` section: rate, length,
+    lead names and normalisation."""
+    from melp.data.signal import CANONICAL_LEADS
+
+    for key in ("sample_rate", "n_samples", "in_leads"):
+        if ecg[key] <= 0:
+            raise ValueError(f"{source}: ecg.{key} must be positive, got {ecg[key]!r}")
+    if ecg["normalize"] not in NORMALIZE_MODES:
+        raise ValueError(
+            f"{source}: ecg.normalize must be one of {list(NORMALIZE_MODES)}, got {ecg['normalize']!r}"
+        )
+    leads = ecg["leads"]
+    if leads is None:
+        if ecg["in_leads"] != len(CANONICAL_LEADS):
+            raise ValueError(
+                f"{source}: a {ecg['in_leads']}-lead model must name its leads in ecg.leads "
+                f"(a subset of {list(CANONICAL_LEADS)})"
+            )
+        ecg["leads"] = list(CANONICAL_LEADS)
+        return
+    if not (isinstance(leads, list) and all(isinstance(n, str) for n in leads)):
+        raise ValueError(f"{source}: ecg.leads must be a list of lead names, got {leads!r}")
+    if len(leads) != ecg["in_leads"]:
+        raise ValueError(
+            f"{source}: ecg.leads names {len(leads)} leads but ecg.in_leads is {ecg['in_leads']}"
+        )
+    # the stores hold the canonical order, so a model takes its leads in that order (a converter
+    # permutes the first layer's input channels instead, see melp.models.convert)
+    expected = [n for n in CANONICAL_LEADS if n in leads]
+    if leads != expected:
+        raise ValueError(
+            f"{source}: ecg.leads must list canonical lead names in the canonical order "
+            f"{list(CANONICAL_LEADS)}; got {leads!r} (expected {expected!r} for this subset)"
+        )

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import torch
 
+MAX_LENGTH = 64
+"""Default maximum generated length in tokens, ``[BOS]`` and EOS included (every entry point)."""
+
 
 class _Stepper:
     """Next-token log-probabilities for growing sequences, with or without KV caches."""
@@ -141,7 +144,7 @@ def generate_ids(
     model,
     ecg: torch.Tensor,
     strategy: str = "beam",
-    max_length: int = 30,
+    max_length: int = MAX_LENGTH,
     min_length: int = 5,
     num_beams: int = 3,
     top_k: int = 1,
@@ -150,6 +153,7 @@ def generate_ids(
     length_penalty: float = 1.0,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate token ids (B, <= max_length) starting with ``[BOS]`` (pads after EOS).
 
@@ -162,9 +166,12 @@ def generate_ids(
         num_beams, length_penalty: beam search settings.
         top_k, top_p, temperature, generator: sampling settings.
         use_cache: incremental decoding with KV caches (same result as recomputation).
+        lengths: (B,) valid samples per ECG (None = all valid).
     """
     if strategy not in ("beam", "greedy", "top_k", "top_p"):
         raise ValueError(f"unknown generation strategy {strategy!r}; use beam, greedy, top_k or top_p")
+    if not model.text.causal:
+        raise ValueError("generation needs a causal text tower (text.causal=true)")
     if max_length > model.text.max_positions:
         raise ValueError(
             f"max_length={max_length} exceeds the text model's {model.text.max_positions} positions"
@@ -172,7 +179,7 @@ def generate_ids(
     was_training = model.training
     model.eval()
     try:
-        ctx = model.caption_context(model.ecg_tokens(ecg))  # (B, n, H)
+        ctx = model.caption_context(*model.ecg_tokens(ecg, lengths))  # (B, n, H)
         b = ctx.shape[0]
         k = num_beams if strategy == "beam" else 1
         ctx = ctx.repeat_interleave(k, dim=0)  # (B*K, n, H)
@@ -187,7 +194,9 @@ def generate_ids(
         model.train(was_training)
 
 
-def generate(model, ecg: torch.Tensor, strategy: str = "beam", max_length: int = 30, **kwargs) -> list[str]:
+def generate(
+    model, ecg: torch.Tensor, strategy: str = "beam", max_length: int = MAX_LENGTH, **kwargs
+) -> list[str]:
     """Generate one report string per ECG (special tokens removed); kwargs as :func:`generate_ids`."""
     ids = generate_ids(model, ecg, strategy=strategy, max_length=max_length, **kwargs)
     return model.tokenizer.batch_decode(ids[:, 1:].tolist(), skip_special_tokens=True)

@@ -1,87 +1,236 @@
-"""Saving and loading a complete MELP model as one folder (no pickle).
+"""The files of a saved MELP model folder: where it is, what it holds, how it is written.
 
 Folder layout written by :func:`save_model`::
 
-    config.json         the resolved MELP config
-    model.safetensors   every parameter and persistent buffer
-    text_config.json    the text tower's Hugging Face ``BertConfig``
-    tokenizer/          the tokenizer (with ``[BOS]``)
+    config.json         the resolved MELP config, plus "melp_version" and "config_hash"
+    model.safetensors   every parameter and persistent buffer; metadata: melp_version, config_hash
+    text_config.json    the text tower's Hugging Face ``BertConfig``   (absent for encoder-only models)
+    tokenizer/          the tokenizer (with ``[BOS]``)                  (absent for encoder-only models)
 
-:func:`load_model` rebuilds the model from these files only (offline); a hub id is first fetched
-with ``huggingface_hub.snapshot_download``. Missing or unexpected weights raise an error.
+This module knows files, not the model class: :meth:`melp.models.melp.MELPModel.from_pretrained`
+(= ``melp.load_model``) builds the model from what :func:`read_model_folder` returns.
+
+Local paths and hub ids are told apart by :func:`resolve_model_dir`: a string that looks like a path
+is never sent to the Hugging Face Hub.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
+log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TEXT_CONFIG = "text_config.json"
 TOKENIZER_DIR = "tokenizer"
+META_KEYS = ("melp_version", "config_hash")
+"""Keys that ``config.json`` carries besides the model config (stripped before validation)."""
+
+# the last path component of a file the user may have meant (never the suffix of a hub repo name)
+_FILE_SUFFIXES = {".safetensors", ".json", ".pt", ".pth", ".bin", ".ckpt", ".npy", ".npz", ".h5", ".yaml"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def save_model(model, directory: str | Path) -> None:
-    """Write ``model`` (a :class:`MELPModel`) to ``directory`` (created if needed)."""
+def config_hash(config: dict) -> str:
+    """SHA-256 (hex) of the canonical JSON of a resolved model config (sorted keys, no spaces).
+
+    Two folders with the same hash have the same architecture and input contract."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _version() -> str:
+    from melp import __version__
+
+    return __version__
+
+
+def save_model(model: Any, directory: str | Path) -> Path:
+    """Write ``model`` (a :class:`MELPModel`) to ``directory`` (created if needed); returns the folder.
+
+    An encoder-only model (``config["text"] is None``) writes only ``config.json`` and
+    ``model.safetensors``."""
     from safetensors.torch import save_file
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps(model.config, indent=2) + "\n")
-    model.text.bert.config.to_json_file(str(out / TEXT_CONFIG))
-    model.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+    digest = config_hash(model.config)
+    meta = {"melp_version": _version(), "config_hash": digest}
+    (out / CONFIG).write_text(json.dumps({**meta, **model.config}, indent=2) + "\n")
+    if model.config["text"] is not None:
+        model.text.bert.config.to_json_file(str(out / TEXT_CONFIG))
+        model.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+    else:  # a folder re-used for an encoder-only model keeps no stale text files
+        (out / TEXT_CONFIG).unlink(missing_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS), metadata={"format": "pt", "melp_name": str(model.config["name"])})
+    save_file(
+        state, str(out / WEIGHTS), metadata={"format": "pt", "melp_name": str(model.config["name"]), **meta}
+    )
+    return out
 
 
-def _local_dir(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists() or str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") != 1:
-        raise FileNotFoundError(f"{name_or_path}: not a MELP model folder (expected {CONFIG} and {WEIGHTS})")
-    from huggingface_hub import snapshot_download  # only when the user named a hub id
+def looks_like_path(text: str) -> bool:
+    """True for a string that names (or tries to name) a local file or folder rather than a hub id."""
+    if text.startswith((".", "/", "~")) or "\\" in text or (os.sep != "/" and os.sep in text):
+        return True
+    if text.count("/") != 1 or not _HUB_ID.match(text):
+        return True
+    if Path(text).suffix.lower() in _FILE_SUFFIXES:
+        return True
+    return Path(text.split("/", 1)[0]).is_dir()  # "runs/best" where ./runs exists
 
-    return Path(snapshot_download(repo_id=str(name_or_path)))
 
+def resolve_model_dir(
+    path_or_id: str | os.PathLike, revision: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """The local folder of a saved model.
 
-def load_model(name_or_path: str | Path):
-    """Load a model saved by :func:`save_model` from a folder or a Hugging Face hub id.
+    Args:
+        path_or_id: a model folder, a file inside it (``model.safetensors`` / ``config.json``), or a
+            Hugging Face hub id ``owner/name``. Anything that looks like a path (exists, starts with
+            ``.``/``/``/``~``, has more than one ``/``, ends with a file suffix, or whose first
+            component is an existing folder) is treated as a path and never sent to the Hub.
+        revision: hub branch, tag or commit (hub ids only).
+        cache_dir: Hugging Face cache folder (hub ids only; default: the user's HF cache).
 
     Raises:
-        FileNotFoundError: a required file is missing.
-        RuntimeError: the weights do not match the architecture (missing/unexpected keys, shapes).
+        FileNotFoundError: no such model folder, or the hub id is neither cached nor downloadable.
     """
-    from safetensors.torch import load_file
-    from transformers import BertConfig
-
-    from melp.models.melp import MELPModel
-    from melp.text.encoder import build_bert
-    from melp.text.tokenizer import load_tokenizer
-
-    root = _local_dir(name_or_path)
-    for name in (CONFIG, WEIGHTS, TEXT_CONFIG, TOKENIZER_DIR):
-        if not (root / name).exists():
-            raise FileNotFoundError(f"{root}: missing {name}; save the model with model.save_pretrained(dir)")
-    config = json.loads((root / CONFIG).read_text())
-    tokenizer = load_tokenizer(root / TOKENIZER_DIR)
-    bert = build_bert(BertConfig.from_json_file(str(root / TEXT_CONFIG)))
-    model = MELPModel(config, tokenizer=tokenizer, text_model=bert)
-    state = load_file(str(root / WEIGHTS))
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or bad_shape:
-        raise RuntimeError(
-            f"{root / WEIGHTS} does not match the architecture in {root / CONFIG}: "
-            f"missing={missing[:10]} unexpected={unexpected[:10]} wrong_shape={bad_shape[:10]} "
-            "(re-save the model with the current melp version)"
+    text = os.fspath(path_or_id)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.name not in (WEIGHTS, CONFIG):
+            raise FileNotFoundError(
+                f"{path}: not a model folder nor its {WEIGHTS} / {CONFIG}; pass the folder written by "
+                "save_pretrained or `melp convert`"
+            )
+        return path.parent
+    if path.is_dir():
+        return path
+    if isinstance(path_or_id, os.PathLike) or looks_like_path(text):
+        raise FileNotFoundError(
+            f"no such model folder: {text!r} (looked for {path.absolute()}); a model folder holds {CONFIG} "
+            f"and {WEIGHTS} (written by save_pretrained or `melp convert`). A Hugging Face hub id is "
+            "'owner/name'"
         )
-    floats = [v.dtype for v in state.values() if v.is_floating_point()]
-    model.to(floats[0] if floats else torch.float32)  # saved precision (integer buffers keep theirs)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    if revision is not None and not isinstance(revision, str):
+        raise TypeError(f"revision must be a string, got {type(revision).__name__}")
+    return fetch_snapshot(text, revision=revision, cache_dir=cache_dir)
+
+
+def cached_snapshot(
+    repo_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> Path | None:
+    """The local snapshot folder of hub repository ``repo_id`` if the Hugging Face cache holds it
+    (its ``config.json``), else None. Reads the cache folder only: no network, no hub request."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision)
+    except Exception:  # an invalid repo id
+        return None
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def fetch_snapshot(
+    repo_id: str,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> Path:
+    """Local folder of hub repository ``repo_id``: the cached snapshot if there is one (no network),
+    else, with ``download``, a download into the cache (the only place melp fetches models).
+
+    Raises:
+        FileNotFoundError: not cached and ``download`` is False, or the download failed.
+    """
+    local = cached_snapshot(repo_id, revision=revision, cache_dir=cache_dir)
+    if local is not None:
+        return local
+    if not download:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local folder and not in the Hugging Face cache; fetch it once with "
+            f"`melp download {repo_id}` (or create_model(..., download=True)), or pass a local folder"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir))
+    except Exception as err:
+        raise FileNotFoundError(
+            f"could not download {repo_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}); "
+            "check the id and the network, or pass a local folder"
+        ) from None
+
+
+@dataclass
+class ModelFiles:
+    """What a model folder holds (see the module docstring)."""
+
+    root: Path
+    config: dict  # the model config (``META_KEYS`` removed)
+    meta: dict  # melp_version / config_hash of config.json and of the weights' metadata
+    state: dict  # name -> tensor, as stored
+    text_config: Path | None
+    tokenizer: Path | None
+
+
+def read_model_folder(root: Path) -> ModelFiles:
+    """Read the files of the model folder ``root`` (see :func:`resolve_model_dir`).
+
+    Raises:
+        FileNotFoundError: a required file is missing (naming it).
+        ValueError: ``config.json`` is not valid JSON.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    for name in (CONFIG, WEIGHTS):
+        if not (root / name).is_file():
+            raise FileNotFoundError(
+                f"{root}: missing {name}; a model folder is written by model.save_pretrained(dir) "
+                "or `melp convert`"
+            )
+    try:
+        raw = json.loads((root / CONFIG).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{root / CONFIG}: invalid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{root / CONFIG}: expected a JSON object")
+    meta = {k: raw.pop(k) for k in META_KEYS if k in raw}
+    with safe_open(str(root / WEIGHTS), "pt") as f:
+        stored = f.metadata() or {}
+    meta.update({f"weights_{k}": stored[k] for k in META_KEYS if k in stored})
+    text_config = tokenizer = None
+    if raw.get("text", {}) is not None:
+        for name in (TEXT_CONFIG, TOKENIZER_DIR):
+            if not (root / name).exists():
+                raise FileNotFoundError(
+                    f"{root}: missing {name} (the model has a text tower); re-save it with "
+                    "model.save_pretrained(dir)"
+                )
+        text_config, tokenizer = root / TEXT_CONFIG, root / TOKENIZER_DIR
+    return ModelFiles(root, raw, meta, load_file(str(root / WEIGHTS)), text_config, tokenizer)
+
+
+def check_config_hash(files: ModelFiles) -> None:
+    """Warn when ``config.json`` is not the config the weights were saved with (the file was edited
+    after saving); the architecture itself is checked key by key when the weights load."""
+    saved = files.meta.get("weights_config_hash")
+    now = config_hash(files.config)
+    if saved is not None and saved != now:
+        log.warning(
+            "%s: config.json differs from the config the weights were saved with (hash %s... vs %s...); "
+            "it was edited after saving",
+            files.root,
+            now[:12],
+            saved[:12],
+        )

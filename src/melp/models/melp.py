@@ -14,12 +14,16 @@ Which embedding for which use (see also docs/model.md):
 
 from __future__ import annotations
 
+import copy
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from melp.models import io
 from melp.models.config import resolve_config
 from melp.models.decoder import CaptionDecoder
 from melp.models.poolers import AttentionalPooler
@@ -95,11 +99,18 @@ def caption_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad
     return (targets.reshape(-1) != pad_id).nonzero().squeeze(1)
 
 
+class TextTowerRequired(ValueError):
+    """An operation needs the text tower, and the model is encoder-only (``config["text"] is None``)."""
+
+
 class MELPModel(nn.Module):
     """MELP (ECG tower, text tower, poolers, caption decoder) built from a config dict.
 
     Args:
         config: a (partial) MELP config; validated with :func:`melp.models.config.resolve_config`.
+            ``"text": null`` builds an encoder-only model (ECG tower and poolers, no text tower or
+            decoder): embeddings, probing and fine-tuning work, text operations raise
+            :class:`TextTowerRequired`.
         tokenizer: optional pre-loaded tokenizer (default: load ``text.name_or_path`` offline).
         text_model: optional pre-built ``BertModel`` (e.g. pretrained weights); default: random
             init from :func:`text_hf_config`. The constructor never touches the network.
@@ -112,80 +123,209 @@ class MELPModel(nn.Module):
         )
         cfg = self.config
         tcfg, hcfg, dcfg = cfg["text"], cfg["heads"], cfg["decoder"]
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tcfg["name_or_path"])
-        if text_model is None:
-            text_model = build_bert(text_hf_config(tcfg, self.tokenizer))
-        vocab = text_model.config.vocab_size
-        if vocab < len(self.tokenizer):
-            raise ValueError(
-                f"text model vocabulary ({vocab}) is smaller than the tokenizer's ({len(self.tokenizer)})"
-            )
-        self.pad_id = int(self.tokenizer.pad_token_id)
-        self.eos_id = int(self.tokenizer.sep_token_id)
-        self.cls_id = int(self.tokenizer.cls_token_id)
-        self.bos_id = bos_id(self.tokenizer)
-        self.dot_id = sentence_separator_id(self.tokenizer)
-        self.register_buffer("special_ids", special_token_table(self.tokenizer, vocab), persistent=False)
-        # report-hash table on the model's device (report_ids without a per-step host->device copy)
-        self.register_buffer("hash_weights", report_hash_weights(tcfg["max_length"]), persistent=False)
+        if tcfg is None:
+            if tokenizer is not None or text_model is not None:
+                raise ValueError("an encoder-only config (text: null) takes no tokenizer or text_model")
+            self.tokenizer = None
+        else:
+            self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tcfg["name_or_path"])
+            if text_model is None:
+                text_model = build_bert(text_hf_config(tcfg, self.tokenizer))
+            vocab = text_model.config.vocab_size
+            if vocab < len(self.tokenizer):
+                raise ValueError(
+                    f"text model vocabulary ({vocab}) is smaller than the tokenizer's ({len(self.tokenizer)})"
+                )
+            self.pad_id = int(self.tokenizer.pad_token_id)
+            self.eos_id = int(self.tokenizer.sep_token_id)
+            self.cls_id = int(self.tokenizer.cls_token_id)
+            self.bos_id = bos_id(self.tokenizer)
+            self.dot_id = sentence_separator_id(self.tokenizer)
+            self.register_buffer("special_ids", special_token_table(self.tokenizer, vocab), persistent=False)
+            # report-hash table on the model's device (report_ids without a per-step host->device copy)
+            self.register_buffer("hash_weights", report_hash_weights(tcfg["max_length"]), persistent=False)
 
         d = cfg["embed_dim"]
         self.ecg_encoder = ENCODERS[cfg["ecg"]["type"]](cfg["ecg"])
         c = self.ecg_encoder.width
-        self.text = TextTower(
-            text_model,
-            causal=tcfg["causal"],
-            freeze_layers=tcfg["freeze_layers"],
-            freeze_embeddings=tcfg["freeze_embeddings"],
-        )
-        h = self.text.hidden_size
+        if tcfg is None:
+            self.text = None
+            cap = hcfg["caption_dim"]
+        else:
+            self.text = TextTower(
+                text_model,
+                causal=tcfg["causal"],
+                freeze_layers=tcfg["freeze_layers"],
+                freeze_embeddings=tcfg["freeze_embeddings"],
+            )
+            h = self.text.hidden_size
+            cap = h if hcfg["caption_dim"] is None else hcfg["caption_dim"]
+            if cap != h:
+                raise ValueError(
+                    f"heads.caption_dim={cap} but the text tower is {h} wide; the caption decoder reads "
+                    "the caption tokens at the text width (set heads.caption_dim to null)"
+                )
         self.beat_pooler = AttentionalPooler(d, c, hcfg["beat_heads"], hcfg["n_beat_queries"])
         self.beat_norm = nn.LayerNorm(d)
         self.beat_proj = nn.Parameter(torch.randn(d, d) * c**-0.5)  # P (D, D), no bias
-        self.caption_pooler = AttentionalPooler(h, c, hcfg["caption_heads"], hcfg["n_caption_queries"])
-        self.caption_norm = nn.LayerNorm(h)
-        self.text_proj = nn.Sequential(nn.Linear(h, d), nn.GELU(), nn.Linear(d, d))
-        self.sent_proj = nn.Linear(h, d)
-        self.decoder = CaptionDecoder(
-            h, dcfg["layers"], dcfg["heads"], dcfg["mlp_ratio"], vocab, dcfg["caption_vocab"]
-        )
+        self.caption_pooler = AttentionalPooler(cap, c, hcfg["caption_heads"], hcfg["n_caption_queries"])
+        self.caption_norm = nn.LayerNorm(cap)
+        if tcfg is None:
+            self.text_proj = self.sent_proj = self.decoder = None
+        else:
+            self.text_proj = nn.Sequential(nn.Linear(h, d), nn.GELU(), nn.Linear(d, d))
+            self.sent_proj = nn.Linear(h, d)
+            self.decoder = CaptionDecoder(
+                h, dcfg["layers"], dcfg["heads"], dcfg["mlp_ratio"], vocab, dcfg["caption_vocab"]
+            )
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg["logit_scale_init"])))
+
+    @property
+    def has_text(self) -> bool:
+        """False for an encoder-only model (no text tower, no caption decoder)."""
+        return self.text is not None
+
+    def _require_text(self, what: str) -> None:
+        if self.text is None:
+            raise TextTowerRequired(
+                f"{what} needs a text tower, but model {self.config['name']!r} is encoder-only (a converted "
+                "or classifier encoder): pretrain a text side on it with the training config's model.init "
+                "(docs/model.md)"
+            )
 
     # ------------------------------------------------------------------ inputs
     @property
     def device(self) -> torch.device:
         return self.logit_scale.device
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Reports -> ``{"input_ids", "attention_mask"}`` LongTensors (B, S - 1), on CPU, where S is
-        ``text.max_length`` or, with ``text.padding="longest"``, the batch's padded length."""
+    def tokenize(self, texts: str | list[str]) -> dict[str, torch.Tensor]:
+        """Reports (one string or a list) -> ``{"input_ids", "attention_mask"}`` LongTensors (B, S - 1),
+        on CPU, where S is ``text.max_length`` or, with ``text.padding="longest"``, the batch's padded
+        length."""
+        self._require_text("tokenize")
         tcfg = self.config["text"]
+        texts = [texts] if isinstance(texts, str) else list(texts)
         return tokenize_reports(self.tokenizer, texts, tcfg["max_length"], tcfg["padding"])
 
-    def _check_ecg(self, ecg: torch.Tensor) -> torch.Tensor:
-        leads = self.config["ecg"]["in_leads"]
-        if ecg.ndim != 3 or ecg.shape[1] != leads:
+    def input_contract(self) -> str:
+        """One line stating the input the model expects (shape, leads, rate, normalisation)."""
+        e = self.config["ecg"]
+        return (
+            f"(B, {e['in_leads']}, {e['n_samples']}): leads {', '.join(e['leads'])}; {e['n_samples']} samples "
+            f"= {e['n_samples'] / e['sample_rate']:g} s at {e['sample_rate']:g} Hz; {e['normalize']} "
+            "normalisation per record"
+        )
+
+    def _check_ecg(
+        self, ecg: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        e = self.config["ecg"]
+        if not torch.is_tensor(ecg):
+            raise TypeError(f"ecg must be a torch.Tensor, got {type(ecg).__name__}")
+        if ecg.ndim != 3 or ecg.shape[1] != e["in_leads"] or ecg.shape[2] != e["n_samples"]:
             raise ValueError(
-                f"ecg must be (B, {leads}, T) in the canonical lead order, got {tuple(ecg.shape)}"
+                f"ecg has shape {tuple(ecg.shape)} but model {self.config['name']!r} expects "
+                f"{self.input_contract()}; model.preprocess(signal, fs, lead_names) turns a raw record "
+                "into this input"
             )
-        return ecg.to(device=self.device, dtype=self.logit_scale.dtype)
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=self.device)
+            if lengths.shape != (ecg.shape[0],) or lengths.dtype.is_floating_point:
+                raise ValueError(f"lengths must be (B,) integer valid samples, got {tuple(lengths.shape)}")
+            lengths = lengths.long()
+        return ecg.to(device=self.device, dtype=self.logit_scale.dtype), lengths
+
+    def preprocess(
+        self, signal: np.ndarray | torch.Tensor, fs: float, lead_names: list[str], *, missing: str = "error"
+    ) -> tuple[torch.Tensor, int]:
+        """Turn one raw record into this model's input, as the training data were prepared.
+
+        Steps (``melp.data.signal``): reorder the leads by name into the model's lead order, resample
+        ``fs`` -> the model's rate (anti-aliased polyphase), keep the first ``n_samples`` or zero-pad
+        at the end, normalise over the valid samples only (the model's ``ecg.normalize``).
+
+        Args:
+            signal: (L, T) array or tensor in physical units (mV), leads in any order.
+            fs: its sampling rate in Hz.
+            lead_names: the L lead names (any case; ``AVR`` == ``aVR``); extra channels are ignored.
+            missing: ``"error"`` (default) rejects a record lacking one of the model's leads;
+                ``"zero"`` feeds such a lead as 0 mV before normalisation (what random lead
+                masking does in training).
+
+        Returns:
+            ``(ecg, valid_length)``: float32 tensor (in_leads, n_samples) on CPU and the number of
+            real (not padded) samples. Batch records with ``torch.stack``.
+        """
+        from melp.data import signal as sig
+
+        x = signal.detach().cpu().numpy() if torch.is_tensor(signal) else np.asarray(signal)
+        names = [str(n) for n in lead_names]
+        if x.ndim != 2 or x.shape[0] != len(names):
+            raise ValueError(
+                f"signal must be (L, T) with one row per lead name; got shape {x.shape} and {len(names)} names"
+            )
+        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+            raise ValueError("signal must be numeric and finite (NaN/Inf found or non-numeric dtype)")
+        if not (isinstance(fs, (int, float)) and not isinstance(fs, bool) and fs > 0):
+            raise ValueError(f"fs must be a positive sampling rate in Hz, got {fs!r}")
+        if missing not in ("error", "zero"):
+            raise ValueError(f"missing must be 'error' or 'zero', got {missing!r}")
+        e = self.config["ecg"]
+        canon, absent = sig.reorder_leads(x.astype(np.float64), names, missing="zero")  # (12, T)
+        lacking = [n for n in e["leads"] if n in absent]
+        if lacking and missing == "error":
+            raise ValueError(
+                f"record lacks lead(s) {', '.join(lacking)} (it has {', '.join(names)}); pass missing='zero' "
+                "to feed them as 0 mV (as random lead masking does in training)"
+            )
+        out = canon[[sig.CANONICAL_LEADS.index(n) for n in e["leads"]]]  # (in_leads, T)
+        out = sig.resample(out, float(fs), float(e["sample_rate"]))
+        out, valid = sig.crop_or_pad(out, int(e["n_samples"]))
+        out = sig.normalize(out, valid, e["normalize"])
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)), int(valid)
 
     # ------------------------------------------------------------------ towers
-    def ecg_tokens(self, ecg: torch.Tensor) -> torch.Tensor:
-        """ECG (B, L, T) -> encoder tokens (B, N, C)."""
-        return self.ecg_encoder(self._check_ecg(ecg))
+    def ecg_tokens(
+        self, ecg: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ECG (B, L, T) -> ``(encoder tokens (B, N, C), valid (B, N) bool or None)``.
 
-    def _beats(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.beat_norm(self.beat_pooler(tokens))  # (B, Q, D) pre-P
+        ``lengths`` (B,): valid samples of each record (None = all valid); the padding beyond is
+        masked in the encoder and in both poolers, so it never changes an output."""
+        ecg, lengths = self._check_ecg(ecg, lengths)
+        return self.ecg_encoder(ecg, lengths)
+
+    def beat_embeddings(
+        self, tokens: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Beat embeddings of encoder tokens (B, N, C) with valid ``mask`` (B, N):
+        ``(pre-P (B, Q, D), after P (B, Q, D))`` (spec §3.3)."""
+        pooled = self.beat_norm(self.beat_pooler(tokens, mask))  # (B, Q, D) pre-P
         return pooled, pooled @ self.beat_proj  # (B, Q, D) after P
 
-    def caption_context(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Caption tokens (B, n, H) for the decoder from encoder tokens (B, N, C)."""
-        return self.caption_norm(self.caption_pooler(tokens))
+    def caption_context(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Caption tokens (B, n, H) for the decoder from encoder tokens (B, N, C) and their mask."""
+        return self.caption_norm(self.caption_pooler(tokens, mask))
+
+    def sentence_embeddings(self, report: str) -> tuple[torch.Tensor, list[str]]:
+        """The projected sentence embeddings (n_s, D) of one report and the sentences' text."""
+        enc = self.tokenize([report])
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        feats, _ = self.text_features(ids, mask)
+        sent, smask = pool_sentences(
+            feats, ids, mask, self.special_ids, self.dot_id, self.config["max_sentences"]
+        )
+        idx, keep = sentence_index(ids, mask, self.special_ids, self.dot_id)
+        texts = [
+            self.tokenizer.decode(ids[0][keep[0] & (idx[0] == k)].tolist())
+            for k in range(int(smask[0].sum()))
+        ]
+        return self.sent_proj(sent)[0][smask[0]], texts
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """Token features (B, S, H) and the end-of-sequence ``[CLS]`` feature (B, H) (spec §2.3);
         served from the per-report cache when :meth:`cache_text_features` is on."""
+        self._require_text("text_features")
         if getattr(self, "_text_cache", None) is not None:
             return self._cached_text_features(input_ids, attention_mask)
         return self._text_features(input_ids, attention_mask)
@@ -199,6 +339,7 @@ class MELPModel(nn.Module):
         positions get zero features: only the loss-ignored pad targets could see them. The cache
         lives in memory (about S*H floats per distinct report) and is not saved.
         """
+        self._require_text("cache_text_features")
         if enabled and any(p.requires_grad for p in self.text.parameters()):
             raise ValueError(
                 "the text-feature cache needs a fully frozen text tower (training config: model.freeze: [text.])"
@@ -250,12 +391,14 @@ class MELPModel(nn.Module):
         ecg: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
+        lengths: torch.Tensor | None = None,
         caption_index: torch.Tensor | None = None,
     ) -> dict:
         """Training forward; returns the named outputs consumed by :class:`melp.losses.MELPLoss`.
 
         Args:
-            ecg: (B, L, T) float; input_ids / attention_mask: (B, S) from :meth:`tokenize`.
+            ecg: (B, L, T) float; input_ids / attention_mask: (B, S) from :meth:`tokenize`;
+            lengths: (B,) valid samples per record (None = all valid).
             caption_index: optional (N,) flat indices of the non-pad caption targets
                 (:func:`caption_positions`, computed by the data pipeline); used with
                 ``decoder.sparse_logits`` so that no host sync is needed to size the selection.
@@ -267,33 +410,38 @@ class MELPModel(nn.Module):
             With ``decoder.sparse_logits`` the caption pair is flattened to the non-pad targets:
             ``caption_logits (N, V)``, ``caption_targets (N,)`` (same loss value). With a compact
             ``decoder.caption_vocab`` the logits have K+1 classes, targets are compact indices and
-            ``pad_id`` is the index the loss ignores (-100). ``text_ids (B,)``: an id per report
+            ``pad_id`` is the index the loss ignores (-100). With ``text.causal=false`` the caption pair is
+            None (no valid captioning target exists). ``text_ids (B,)``: an id per report
             text (equal reports, equal ids) for duplicate-aware contrastive targets.
         """
-        sparse = self.config["decoder"]["sparse_logits"]
+        self._require_text("the training forward")
+        sparse = self.config["decoder"]["sparse_logits"] and self.text.causal
         if sparse and caption_index is None and attention_mask.device.type == "cpu":
             caption_index = caption_positions(input_ids, attention_mask, self.pad_id)  # host-side, no sync
         input_ids = input_ids.to(self.device, torch.long)
         attention_mask = attention_mask.to(self.device)
-        tokens = self.ecg_tokens(ecg)
-        _, beats = self._beats(tokens)
-        ctx = self.caption_context(tokens)
+        tokens, mask = self.ecg_tokens(ecg, lengths)
+        _, beats = self.beat_embeddings(tokens, mask)
+        ctx = self.caption_context(tokens, mask)
         feats, cls = self.text_features(input_ids, attention_mask)
         sent, sent_mask = pool_sentences(
             feats, input_ids, attention_mask, self.special_ids, self.dot_id, self.config["max_sentences"]
         )
         sentences = self.sent_proj(sent) * sent_mask[..., None].to(sent.dtype)  # zero unused slots
         targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, self.pad_id)  # (B, S-1)
-        hidden = self.decoder.hidden(feats[:, :-1], ctx)  # (B, S-1, H)
-        if sparse:  # the loss ignores every other position
-            if caption_index is None:  # inputs already on the device: one sync sizes the selection
-                caption_index = (targets.reshape(-1) != self.pad_id).nonzero().squeeze(1)
-            caption_index = caption_index.to(hidden.device, non_blocking=True)
-            # (B, S-1, H) -> (B*(S-1), H) -> (N_keep, H); (B, S-1) -> (N_keep,)
-            hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, caption_index)
-            targets = targets.reshape(-1).index_select(0, caption_index)
-        logits = self.decoder.project(hidden)  # (B, S-1, V) / (N_keep, V); V -> K+1 if compact
-        targets, ignore_id = self.decoder.map_targets(targets, self.pad_id)
+        if self.text.causal:
+            hidden = self.decoder.hidden(feats[:, :-1], ctx)  # (B, S-1, H)
+            if sparse:  # the loss ignores every other position
+                if caption_index is None:  # inputs already on the device: one sync sizes the selection
+                    caption_index = (targets.reshape(-1) != self.pad_id).nonzero().squeeze(1)
+                caption_index = caption_index.to(hidden.device, non_blocking=True)
+                # (B, S-1, H) -> (B*(S-1), H) -> (N_keep, H); (B, S-1) -> (N_keep,)
+                hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, caption_index)
+                targets = targets.reshape(-1).index_select(0, caption_index)
+            logits = self.decoder.project(hidden)  # (B, S-1, V) / (N_keep, V); V -> K+1 if compact
+            targets, ignore_id = self.decoder.map_targets(targets, self.pad_id)
+        else:  # teacher forcing on a bidirectional text tower would see the tokens it must predict
+            logits, targets, ignore_id = None, None, self.pad_id
         return {
             "ecg_latent": F.normalize(beats.mean(1), dim=-1),
             "text_latent": F.normalize(self.text_proj(cls), dim=-1),
@@ -308,21 +456,24 @@ class MELPModel(nn.Module):
         }
 
     # ------------------------------------------------------------------ inference API
-    def encode_ecg(self, ecg: torch.Tensor) -> torch.Tensor:
-        """ECG (B, L, T) -> z_e (B, D), unit norm (zero-shot / retrieval)."""
-        return F.normalize(self._beats(self.ecg_tokens(ecg))[1].mean(1), dim=-1)
+    def encode_ecg(self, ecg: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """ECG (B, L, T) (valid ``lengths`` (B,), None = all) -> z_e (B, D), unit norm (zero-shot / retrieval)."""
+        return F.normalize(self.beat_embeddings(*self.ecg_tokens(ecg, lengths))[1].mean(1), dim=-1)
 
-    def encode_text(self, texts) -> torch.Tensor:
-        """Reports (list of str, or a :meth:`tokenize` dict) -> z_t (B, D), unit norm."""
-        enc = self.tokenize(list(texts)) if not isinstance(texts, dict) else texts
+    def encode_text(self, texts: str | list[str] | dict) -> torch.Tensor:
+        """Reports (one string, a list of B strings, or a :meth:`tokenize` dict) -> z_t (B, D), unit
+        norm; one string gives (1, D)."""
+        self._require_text("encode_text")
+        enc = texts if isinstance(texts, dict) else self.tokenize(texts)
         ids = enc["input_ids"].to(self.device, torch.long)
         _, cls = self.text_features(ids, enc["attention_mask"].to(self.device))
         return F.normalize(self.text_proj(cls), dim=-1)
 
-    def embed(self, ecg: torch.Tensor) -> dict[str, torch.Tensor]:
+    def embed(self, ecg: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """ECG embeddings: ``rhythm`` (B, D) mean of beats after P (un-normalised), ``beats``
-        (B, Q, D) after P, ``probe`` (B, D) mean over queries before P (linear probing)."""
-        pre, beats = self._beats(self.ecg_tokens(ecg))
+        (B, Q, D) after P, ``probe`` (B, D) mean over queries before P (linear probing).
+        ``lengths`` (B,): valid samples per record (None = all valid)."""
+        pre, beats = self.beat_embeddings(*self.ecg_tokens(ecg, lengths))
         return {"rhythm": beats.mean(1), "beats": beats, "probe": pre.mean(1)}
 
     def restrict_caption_vocab(self, texts: list[str]) -> list[int]:
@@ -330,6 +481,7 @@ class MELPModel(nn.Module):
         ``texts`` (e.g. the training reports) plus ``[SEP]``; every other token becomes one "other"
         class. Re-initialises the output projection: call before training. Recorded in
         ``config["decoder"]["caption_vocab"]`` so save/load rebuilds the same model. Returns the ids."""
+        self._require_text("restrict_caption_vocab")
         ids = set()
         for start in range(0, len(texts), 512):
             enc = tokenize_reports(
@@ -362,59 +514,98 @@ class MELPModel(nn.Module):
         """ECG tokens per second of signal."""
         return self.config["ecg"]["sample_rate"] / self.ecg_encoder.stride
 
-    @torch.no_grad()
-    def attention_maps(self, ecg: torch.Tensor, report: str) -> dict:
-        """Attention maps of one ECG (L, T) or (1, L, T) and its report.
-
-        Returns ``beat_time`` (Q, N) head-averaged attention of each beat query over the ECG tokens,
-        ``sentence_beat`` (n_s, Q) the beat-loss attention beta of each sentence over the beats,
-        ``sentences`` (n_s decoded sentences), ``frame_rate`` (tokens per second).
-        """
-        from melp.losses.beat import beat_attention
-
-        x = ecg if ecg.ndim == 3 else ecg[None]
-        tokens = self.ecg_tokens(x[:1])
-        beat_time = self.beat_pooler.attention_weights(tokens)[0]  # (Q, N)
-        _, beats = self._beats(tokens)
-        enc = self.tokenize([report])
-        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-        feats, _ = self.text_features(ids, mask)
-        m = self.config["max_sentences"]
-        sent, smask = pool_sentences(feats, ids, mask, self.special_ids, self.dot_id, m)
-        sentences = self.sent_proj(sent)[0][smask[0]]  # (n_s, D)
-        idx, keep = sentence_index(ids, mask, self.special_ids, self.dot_id)
-        texts = [
-            self.tokenizer.decode(ids[0][keep[0] & (idx[0] == k)].tolist())
-            for k in range(int(smask[0].sum()))
-        ]
-        return {
-            "beat_time": beat_time,
-            "sentence_beat": beat_attention(beats[0], sentences),
-            "sentences": texts,
-            "frame_rate": self.frame_rate,
-        }
-
     def generate(
-        self, ecg: torch.Tensor, strategy: str = "beam", max_length: int = 30, **kwargs
+        self, ecg: torch.Tensor, strategy: str = "beam", max_length: int | None = None, **kwargs
     ) -> list[str]:
-        """Generate reports for ECGs (B, L, T); see :func:`melp.models.generation.generate`."""
-        from melp.models.generation import generate
+        """Generate reports for ECGs (B, L, T); see :func:`melp.models.generation.generate`
+        (``max_length`` None = :data:`melp.models.generation.MAX_LENGTH`)."""
+        from melp.models.generation import MAX_LENGTH, generate
 
-        return generate(self, ecg, strategy=strategy, max_length=max_length, **kwargs)
+        self._require_text("generate")
+        return generate(self, ecg, strategy=strategy, max_length=max_length or MAX_LENGTH, **kwargs)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json``, ``model.safetensors``, ``text_config.json`` and ``tokenizer/``."""
-        from melp.models.io import save_model
+    def encoder_only(self) -> MELPModel:
+        """A copy without the text tower and decoder: ECG encoder, poolers, norms, P and the logit
+        scale, same weights, device and dtype (what a classifier or a converted encoder keeps)."""
+        if not self.has_text:
+            return copy.deepcopy(self)
+        cfg = copy.deepcopy(self.config)
+        cfg["text"], cfg["decoder"] = None, None
+        cfg["heads"]["caption_dim"] = int(self.caption_norm.normalized_shape[0])
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten; keep the caller's RNG
+            enc = MELPModel(cfg)
+        src = self.state_dict()
+        enc.load_state_dict({k: src[k] for k in enc.state_dict()}, strict=True)
+        return enc.to(device=self.device, dtype=self.logit_scale.dtype).train(self.training)
 
-        save_model(self, directory)
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` (with the melp version and a config hash), ``model.safetensors`` and,
+        with a text tower, ``text_config.json`` and ``tokenizer/``; returns the folder."""
+        return io.save_model(self, directory)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path) -> MELPModel:
-        """Load a folder written by :meth:`save_pretrained` (or a hub id holding one)."""
-        from melp.models.io import load_model
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> MELPModel:
+        """Load a saved model (= ``melp.load_model``), in eval mode.
 
-        return load_model(name_or_path)
+        Args:
+            path_or_id: a folder written by :meth:`save_pretrained` / ``melp convert``, its
+                ``model.safetensors`` or ``config.json``, or a Hugging Face hub id ``owner/name``
+                (cached snapshot first, else downloaded: naming a hub id is the explicit request).
+                A string that looks like a path is never sent to the Hub (see
+                :func:`melp.models.io.resolve_model_dir`).
+            revision: hub branch / tag / commit (hub ids only).
+            cache_dir: Hugging Face cache folder (hub ids only).
+            device: where to put the model (default CPU).
+            dtype: floating dtype of the parameters (default: as saved).
+
+        Raises:
+            FileNotFoundError: no such folder / a required file is missing / hub id unavailable.
+            RuntimeError: the weights do not match the architecture (missing/unexpected keys, shapes).
+        """
+        root = io.resolve_model_dir(path_or_id, revision=revision, cache_dir=cache_dir)
+        files = io.read_model_folder(root)
+        io.check_config_hash(files)
+        config = resolve_config(files.config, str(root / io.CONFIG))
+        if files.text_config is None:
+            model = cls(config)
+        else:
+            from transformers import BertConfig
+
+            tokenizer = load_tokenizer(files.tokenizer)
+            bert = build_bert(BertConfig.from_json_file(str(files.text_config)))
+            model = cls(config, tokenizer=tokenizer, text_model=bert)
+        state = files.state
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        bad_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or bad_shape:
+            raise RuntimeError(
+                f"{root / io.WEIGHTS} does not match the architecture in {root / io.CONFIG}: "
+                f"missing={missing[:10]} unexpected={unexpected[:10]} wrong_shape={bad_shape[:10]} "
+                "(re-save the model with the current melp version)"
+            )
+        floats = [v.dtype for v in state.values() if v.is_floating_point()]
+        model.to(dtype or (floats[0] if floats else torch.float32))  # integer buffers keep theirs
+        model.load_state_dict(state, strict=True)
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload this model with a model card to the Hugging Face Hub; see
+        :func:`melp.models.hub.push_to_hub` (keyword arguments pass through)."""
+        from melp.models.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     def extra_repr(self) -> str:
         return f"name={self.config['name']!r}"

@@ -23,14 +23,14 @@ class AttentionalPooler(nn.Module):
         self.ln_q = nn.LayerNorm(dim)
         self.ln_k = nn.LayerNorm(context_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, c) -> (B, n, d)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, c) -> (B, n, d); ``mask`` (B, N) bool: True = a valid token (padding ignored)."""
         kv = self.ln_k(x)
         q = self.ln_q(self.query).unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, n, d)
-        return self.attn(q, kv)
+        return self.attn(q, kv, attn_mask=None if mask is None else mask[:, None, None, :])
 
-    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Head-averaged attention of each query over the tokens: (B, n, N)."""
+    def attention_weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Head-averaged attention of each query over the tokens: (B, n, N) (0 on masked tokens)."""
         kv = self.ln_k(x)
         q = self.ln_q(self.query).unsqueeze(0).expand(x.shape[0], -1, -1)
-        return self.attn.attention_weights(q, kv)
+        return self.attn.attention_weights(q, kv, None if mask is None else mask[:, None, None, :])

@@ -64,6 +64,29 @@ class ResNet1dEncoder(nn.Module):
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """ECG (B, L, T) -> tokens (B, N, C) with N ~ T / 32."""
-        return self.stages(self.stem(x)).transpose(1, 2)  # (B, C, N) -> (B, N, C)
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Tokens (B,) that overlap the ``lengths`` (B,) valid samples (each strided layer with
+        padding: floor((n + 2p - k) / s) + 1)."""
+        k = self.stem[0].kernel_size[0]
+        n = torch.div(lengths + 2 * (k // 2) - k, 2, rounding_mode="floor") + 1  # stem conv
+        n = torch.div(n + 2 - 3, 2, rounding_mode="floor") + 1  # max pool
+        for _ in range(1, len(self.stages)):
+            n = torch.div(n + 2 - 3, 2, rounding_mode="floor") + 1  # first conv of stages 2.. (stride 2)
+        return n.clamp_min(1)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ECG (B, L, T) -> ``(tokens (B, N, C), valid (B, N) bool or None)`` with N ~ T / 32.
+
+        With ``lengths`` (B,) the samples beyond each length are zeroed first (the padding content
+        never reaches the encoder) and tokens that overlap no valid sample are marked invalid."""
+        mask = None
+        if lengths is not None:
+            t = torch.arange(x.shape[-1], device=x.device)
+            x = x * (t[None, :] < lengths[:, None]).to(x.dtype)[:, None, :]
+        tokens = self.stages(self.stem(x)).transpose(1, 2)  # (B, C, N) -> (B, N, C)
+        if lengths is not None:
+            n = torch.arange(tokens.shape[1], device=x.device)
+            mask = n[None, :] < self.output_lengths(lengths)[:, None]
+        return tokens, mask

@@ -2,6 +2,12 @@
 
 Dimensions: ``B`` batch, ``L`` leads, ``T`` samples, ``N`` frames (ECG tokens), ``C`` stem
 channels, ``D`` transformer width. Input (B, L, T) -> output tokens (B, N, D).
+
+Padding mask: with ``lengths`` (B,) valid samples per record, the samples beyond each length are
+zeroed, the first block's GroupNorm takes its statistics over valid frames only, padded frames are
+zeroed before the positional convolution and masked as attention keys. The valid frames then
+depend only on the valid samples (whatever the padding holds). A frame is valid when its whole
+receptive field lies inside the valid samples.
 """
 
 from __future__ import annotations
@@ -34,17 +40,30 @@ def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class _Fp32GroupNorm(nn.GroupNorm):
-    """GroupNorm computed in float32 (stable under bf16 autocast)."""
+    """GroupNorm computed in float32 (stable under bf16 autocast); with ``mask`` (B, N) the
+    statistics of each sample are taken over its valid frames only."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.group_norm(
-            x.float(),
-            self.num_groups,
-            self.weight.float() if self.weight is not None else None,
-            self.bias.float() if self.bias is not None else None,
-            self.eps,
-        )
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        if mask is None:
+            return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).type_as(x)
+        b, c, n = x.shape
+        g = self.num_groups
+        xf = x.float().view(b, g, c // g, n)  # (B, G, C/G, N)
+        m = mask.to(xf.dtype)[:, None, None, :]  # (B, 1, 1, N)
+        count = (m.sum(dim=(2, 3), keepdim=True) * (c // g)).clamp_min(1.0)
+        mean = (xf * m).sum(dim=(2, 3), keepdim=True) / count
+        var = (((xf - mean) * m) ** 2).sum(dim=(2, 3), keepdim=True) / count
+        out = ((xf - mean) / torch.sqrt(var + self.eps)).view(b, c, n)
+        if weight is not None:
+            out = out * weight[None, :, None] + bias[None, :, None]
         return out.type_as(x)
+
+
+def frame_mask(lengths: torch.Tensor, n: int) -> torch.Tensor:
+    """Bool (B, n): True on the first ``lengths[b]`` positions (at least one, never a sync)."""
+    return torch.arange(n, device=lengths.device)[None, :] < lengths.clamp_min(1)[:, None]
 
 
 class ConvStem(nn.Module):
@@ -66,13 +85,28 @@ class ConvStem(nn.Module):
             blocks.append(nn.Sequential(*mods))
             c_in = c
         self.blocks = nn.ModuleList(blocks)
+        self.kernels_strides = [(k, s) for _, k, s in layers]
         self.out_channels = c_in
         self.stride = math.prod(s for _, _, s in layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, T) -> (B, C, N)."""
-        for block in self.blocks:
-            x = block(x)
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid frames (B,) after the stem for ``lengths`` (B,) valid samples (floor((n - k) / s) + 1
+        per block: frames whose receptive field lies inside the valid samples)."""
+        for k, s in self.kernels_strides:
+            lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+        return lengths.clamp_min(0)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, T) -> (B, C, N); ``lengths`` (B,) valid samples masks the first block's GroupNorm."""
+        for i, block in enumerate(self.blocks):
+            if lengths is None or i > 0:
+                x = block(x)
+                continue
+            conv, norm, act = block
+            k, s = self.kernels_strides[0]
+            x = conv(x)
+            valid = torch.div(lengths - k, s, rounding_mode="floor") + 1
+            x = act(norm(x, frame_mask(valid, x.shape[-1])))
         return x
 
 
@@ -118,9 +152,9 @@ class PostLNLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.act_drop = nn.Dropout(act_dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (B, N, D)."""
-        x = self.norm1(x + self.drop(self.attn(x)))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); ``key_mask`` (B, 1, 1, N) bool: True = a valid frame to attend to."""
+        x = self.norm1(x + self.drop(self.attn(x, attn_mask=key_mask)))
         h = F.gelu(self.fc1(x).float()).type_as(x)  # GELU in fp32
         return self.norm2(x + self.drop(self.fc2(self.act_drop(h))))
 
@@ -158,13 +192,30 @@ class Wav2Vec2Encoder(nn.Module):
             for _ in range(cfg["layers"])
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """ECG (B, L, T) -> tokens (B, N, D) with N = frames of the conv stem."""
-        feats = grad_scale(self.stem(x), self.conv_grad_scale)  # (B, C, N)
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid tokens (B,) for ``lengths`` (B,) valid samples."""
+        return self.stem.output_lengths(lengths)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ECG (B, L, T) -> ``(tokens (B, N, D), valid (B, N) bool or None)``, N = frames of the stem.
+
+        ``lengths`` (B,): valid samples per record (None = all valid, no mask)."""
+        mask = None
+        if lengths is not None:
+            samples = frame_mask(lengths, x.shape[-1])  # (B, T)
+            x = x * samples[:, None, :].to(x.dtype)  # padding content never reaches the encoder
+        feats = grad_scale(self.stem(x, lengths), self.conv_grad_scale)  # (B, C, N)
         feats = self.feature_norm(feats.transpose(1, 2))  # (B, N, C)
         h = self.dropout_input(self.input_proj(feats))  # (B, N, D)
+        key_mask = None
+        if lengths is not None:
+            mask = frame_mask(self.output_lengths(lengths), h.shape[1])  # (B, N)
+            h = h * mask[..., None].to(h.dtype)  # padded frames are zero for the positional conv
+            key_mask = mask[:, None, None, :]  # (B, 1, 1, N)
         h = h + self.pos_conv(h)
         h = self.dropout(self.norm(h))
         for layer in self.layers:
-            h = layer(h)
-        return h
+            h = layer(h, key_mask)
+        return h, mask

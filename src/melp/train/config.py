@@ -49,7 +49,7 @@ class ValSetConfig:
     """One zero-shot validation set: a downstream task of a store, restricted to some rows."""
 
     store: str = ""
-    task: str = "superclass"
+    task: str = "super_class"
     split: str | None = None
     folds: list[int] | None = None
     limit: int = 0
@@ -82,9 +82,9 @@ class LossConfig:
     clip: float = 1.0
     caption: float = 2.0
     beat: float = 0.2
-    # identical reports in a batch are not negatives of each other (CLIP and beat terms);
-    # false = the reference's plain one-hot targets
-    soft_duplicates: bool = True
+    # false (default) = the paper's objective: plain one-hot CLIP and beat targets; true = identical
+    # reports in a batch are not negatives of each other (a deviation; melp-tiny uses it)
+    soft_duplicates: bool = False
 
 
 @dataclass

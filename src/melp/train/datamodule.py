@@ -232,6 +232,7 @@ class ValSet:
     name: str
     classes: list[str]
     dataset: IndexedDataset
+    task: str | None = None  # the store's task name (task-scoped prompts)
 
 
 def make_loader(

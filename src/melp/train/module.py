@@ -260,12 +260,16 @@ class MELPLightning(L.LightningModule):
         from melp.eval.zeroshot import build_classifier
 
         self._val_outputs = {k: [] for k in range(len(self.val_sets))}
-        self._classifiers = [build_classifier(self.model, vs.classes, self._prompts) for vs in self.val_sets]
+        self._classifiers = [
+            build_classifier(self.model, vs.classes, self._prompts, task=vs.task) for vs in self.val_sets
+        ]
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         from melp.eval.zeroshot import zero_shot_logits
 
-        scores = zero_shot_logits(self.model, batch["ecg"], self._classifiers[dataloader_idx])  # (B, K)
+        scores = zero_shot_logits(
+            self.model, batch["ecg"], self._classifiers[dataloader_idx], lengths=batch.get("length")
+        )  # (B, K)
         self._val_outputs[dataloader_idx].append(
             (batch["index"].to(scores.device), scores.float(), batch["labels"].to(scores.device).float())
         )

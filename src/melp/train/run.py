@@ -52,18 +52,34 @@ log = logging.getLogger("melp.train")
 
 
 def build_model(cfg: PretrainConfig):
-    """The library model named by ``cfg.model`` (a saved folder with ``init``, else ``create_model``)."""
+    """The library model named by ``cfg.model``: ``create_model``, or with ``init`` a saved folder, either
+    a full model (as saved) or an encoder-only one (e.g. ``melp convert`` output) whose ECG side warm-starts
+    a model with the text side of ``name`` / ``text`` / ``overrides``. ``data.normalize`` is written into
+    the model config (the saved model states the normalisation it was trained with)."""
     import melp
+    from melp.models.config import NORMALIZE_MODES
+    from melp.models.registry import with_text_tower
 
+    if cfg.data.normalize not in NORMALIZE_MODES:
+        raise ValueError(f"data.normalize must be one of {list(NORMALIZE_MODES)}, got {cfg.data.normalize!r}")
     m = cfg.model
     if m.init:
-        if m.overrides or m.text:
-            raise ValueError(
-                "model.init (a saved model) cannot be combined with model.overrides / model.text"
-            )
         model = melp.load_model(m.init)
+        if not model.has_text:
+            model = with_text_tower(model, m.name, text_model=m.text, **m.overrides)
+        elif m.overrides or m.text:
+            raise ValueError(
+                "model.init (a saved full model) cannot be combined with model.overrides / model.text"
+            )
     else:
         model = melp.create_model(m.name, text_model=m.text, **m.overrides)
+    if model.config["ecg"]["normalize"] != cfg.data.normalize:
+        log.info(
+            "model config: ecg.normalize %s -> %s (data.normalize)",
+            model.config["ecg"]["normalize"],
+            cfg.data.normalize,
+        )
+    model.config["ecg"]["normalize"] = cfg.data.normalize
     model.train()  # pretrained text towers load in eval mode; the paper keeps dropout on
     for prefix in m.freeze:  # e.g. "text." freezes the whole text tower, embeddings included
         hit = [p for n, p in model.named_parameters() if n.startswith(prefix)]
@@ -117,28 +133,6 @@ def _quiet_lightning(frozen: bool, rank: int = 0) -> None:
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val/")
     if frozen:
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-
-
-def _rows(store, split, folds, limit, where: str) -> np.ndarray:
-    from melp.data.datasets import split_rows
-
-    rows = split_rows(store, split=split, folds=folds)
-    if limit:
-        rows = rows[:limit]
-    if len(rows) == 0:
-        raise ValueError(f"{where}: no rows of store {store.path} match split={split!r} folds={folds!r}")
-    return rows
-
-
-def _check_store(model, store, where: str) -> None:
-    ecg = model.config["ecg"]
-    rate, n = store.meta.get("rate"), store.meta.get("n_samples")
-    if rate != ecg["sample_rate"] or n != ecg["n_samples"]:
-        raise ValueError(
-            f"{where}: store {store.path} holds {n} samples at {rate} Hz but model "
-            f"{model.config.get('name')} expects {ecg['n_samples']} at {ecg['sample_rate']} Hz; "
-            f"prepare the store with --rate {ecg['sample_rate']} --seconds {ecg['n_samples'] / ecg['sample_rate']:g}"
-        )
 
 
 class _Data(L.LightningDataModule):
@@ -349,8 +343,9 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Cal
         UnsafeCheckpointError: ``resume`` names a file that would need code to unpickle.
         ConfigError: a logger or strategy whose package is missing, or an impossible setting.
     """
-    from melp.data.datasets import DownstreamDataset, PretrainDataset
+    from melp.data.datasets import DownstreamDataset, PretrainDataset, check_input, select_rows
     from melp.data.store import ECGStore
+    from melp.data.tasks import resolve_task
     from melp.losses import MELPLoss
 
     t0 = time.time()
@@ -375,8 +370,8 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Cal
             "data.store is empty: set it to a store folder (melp prepare ...), e.g. --set data.store=DIR"
         )
     store = ECGStore(cfg.data.store)
-    _check_store(model, store, "data.store")
-    rows = _rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
+    check_input(store, model.config["ecg"], "data.store")
+    rows = select_rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
     reports = store.manifest["report"].fillna("").astype(str).to_numpy()
     rows = rows[np.char.str_len(reports[rows].astype(str)) > 0]  # records without a report cannot pair
     if cfg.model.caption_vocab_from_reports:  # deterministic: a resumed run rebuilds the same layer
@@ -396,10 +391,15 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Cal
     val_sets = []
     for k, v in enumerate(cfg.val.sets):
         vstore = store if (not v.store or v.store == cfg.data.store) else ECGStore(v.store)
-        _check_store(model, vstore, f"val.sets.{k}.store")
-        vrows = _rows(vstore, v.split, v.folds, v.limit, f"val.sets.{k}")
-        ds = DownstreamDataset(vstore, v.task, vrows, normalize=cfg.data.normalize)
-        val_sets.append(ValSet(v.name or v.task, list(ds.classes), IndexedDataset(ds, seed=cfg.seed)))
+        check_input(vstore, model.config["ecg"], f"val.sets.{k}.store")
+        vrows = select_rows(vstore, v.split, v.folds, v.limit, f"val.sets.{k}")
+        task = resolve_task(vstore, v.task)
+        ds = DownstreamDataset(vstore, task, vrows, normalize=cfg.data.normalize)
+        if len(ds) == 0:
+            raise ValueError(
+                f"val.sets.{k}: no record of {vstore.path} in these rows is labelled for task {task!r}"
+            )
+        val_sets.append(ValSet(v.name or task, list(ds.classes), IndexedDataset(ds, seed=cfg.seed), task))
 
     loss_fn = MELPLoss(
         cfg.loss.clip, cfg.loss.caption, cfg.loss.beat, soft_duplicates=cfg.loss.soft_duplicates

@@ -52,6 +52,8 @@ def seed_step(seed: int, rank: int, batch: int) -> None:
 def model_inputs(batch: dict) -> dict:
     """The model's keyword inputs from a collated training batch (:class:`PretrainCollate`)."""
     inputs = {"ecg": batch["ecg"], "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if "length" in batch:  # valid samples per record (padding mask)
+        inputs["lengths"] = batch["length"]
     if "caption_index" in batch:
         inputs["caption_index"] = batch["caption_index"]
     return inputs

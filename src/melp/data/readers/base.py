@@ -19,11 +19,16 @@ Columns of the entries table (``Reader.index().entries``):
 ``fold``           integer fold (PTB-XL ``strat_fold``) or None
 ``report``         original report text ("" when none)
 ``labels_<task>``  list of positive class names for ``task`` (one column per task in
-                   ``Reader.tasks``)
+                   ``Reader.tasks``); ``[]`` = labelled, negative for every class; ``None`` =
+                   not labelled for this task (left out of that task's evaluation)
 =================  =======================================================================
 
 Readers may add extra columns (age, sex, ...); they are kept in the manifest.
 Labels are always class *names*; class order for a task is ``Reader.tasks[task]``.
+
+Options: each reader declares the ``-o KEY=VALUE`` options it accepts in ``OPTIONS``
+(name -> :class:`Option`); an unknown key or a value of the wrong type is an error listing the
+valid options (``melp prepare SOURCE --help`` prints them).
 """
 
 from __future__ import annotations
@@ -41,6 +46,60 @@ REQUIRED_COLUMNS = ("id", "path", "patient", "split", "fold", "report")
 
 class BadRecord(Exception):
     """A record that cannot be used; ``str(err)`` is the reason (the file is added by the caller)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A reader option: its type (bool, int, float, str or list of str), default and help text."""
+
+    type: type
+    default: object
+    help: str
+    choices: tuple | None = None
+
+    def coerce(self, key: str, value: object, reader: str) -> object:
+        """``value`` (from Python or a ``-o KEY=VALUE`` string) as this option's type."""
+        if value is None:
+            return None
+        try:
+            if self.type is bool:
+                if isinstance(value, bool):
+                    out = value
+                elif str(value).strip().lower() in ("1", "true", "yes", "on"):
+                    out = True
+                elif str(value).strip().lower() in ("0", "false", "no", "off"):
+                    out = False
+                else:
+                    raise ValueError("expected true or false")
+            elif self.type is list:
+                out = value if isinstance(value, list | tuple) else [v.strip() for v in str(value).split(",")]
+                out = [str(v) for v in out if str(v)]
+            elif self.type is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError("expected an integer")
+                out = int(value) if not isinstance(value, str) else int(value.strip())
+            elif self.type is float:
+                if isinstance(value, bool):
+                    raise ValueError("expected a number")
+                out = float(value)
+            else:
+                out = str(value)
+        except ValueError as err:
+            raise ValueError(f"{reader}: option {key}={value!r}: {err}") from None
+        if self.choices is not None and out not in self.choices:
+            raise ValueError(
+                f"{reader}: option {key}={value!r} must be one of {', '.join(map(str, self.choices))}"
+            )
+        return out
+
+
+WFDB_OPTIONS: dict[str, Option] = {
+    "verify_checksums": Option(
+        bool,
+        True,
+        "check each WFDB signal's checksum and initial value against its header (reject on mismatch)",
+    ),
+}
 
 
 @dataclasses.dataclass
@@ -77,12 +136,43 @@ class Reader(abc.ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    OPTIONS: ClassVar[dict[str, Option]] = {}
 
     def __init__(self, root: str | Path, **options) -> None:
         self.root = Path(root)
-        if not self.root.exists():
-            raise FileNotFoundError(f"{self.name}: root folder {self.root} does not exist")
-        self.options = options
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"{self.name}: root folder {self.root} does not exist (or is not a folder)"
+            )
+        self.options = self.check_options(options)
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        """``options`` with every declared default filled in and each value of its declared type.
+
+        Raises ValueError naming an unknown key (with the valid ones) or a badly typed value."""
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            valid = ", ".join(sorted(cls.OPTIONS)) or "none"
+            raise ValueError(
+                f"{cls.name}: unknown option(s) {', '.join(unknown)}; valid options: {valid} "
+                f"(see `melp prepare {cls.name} --help`)"
+            )
+        out = {k: spec.default for k, spec in cls.OPTIONS.items()}
+        for k, v in options.items():
+            out[k] = cls.OPTIONS[k].coerce(k, v, cls.name)
+        return out
+
+    @classmethod
+    def options_help(cls) -> str:
+        """One line per declared option: name, type, default, help."""
+        if not cls.OPTIONS:
+            return "  (no options)"
+        lines = []
+        for k, spec in sorted(cls.OPTIONS.items()):
+            kind = "|".join(map(str, spec.choices)) if spec.choices else spec.type.__name__
+            lines.append(f"  -o {k}=<{kind}>  (default {spec.default!r}): {spec.help}")
+        return "\n".join(lines)
 
     @property
     def tasks(self) -> dict[str, list[str]]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from melp.data.readers.base import Index, Reader, Signal, register_reader
+from melp.data.formats.tables import CellError, confined_path
+from melp.data.readers.base import WFDB_OPTIONS, Index, Option, Reader, Signal, register_reader
 from melp.data.readers.cinc import read_cinc_mat
 from melp.data.readers.cpsc import find_split_dir, positive_classes, read_split_tables
 from melp.data.readers.generic import drop_duplicate_ids
@@ -78,6 +79,11 @@ class ChapmanReader(Reader):
     Options: ``splits`` (folder with ``chapman_{train,val,test}.csv``; default ROOT).
     """
 
+    OPTIONS = {
+        "splits": Option(str, None, "folder with chapman_{train,val,test}.csv (default: ROOT)"),
+        **WFDB_OPTIONS,
+    }
+
     name = "chapman"
     description = "Chapman-Shaoxing/Ningbo WFDBRecords .mat files with chapman_{train,val,test}.csv split"
 
@@ -86,7 +92,7 @@ class ChapmanReader(Reader):
         return {"chapman": list(CHAPMAN_CLASSES)}
 
     def index(self) -> Index:
-        folder = find_split_dir(self.root, self.options.get("splits"), "chapman")
+        folder = find_split_dir(self.root, self.options["splits"], "chapman")
         if folder.name == "resources":
             raise FileNotFoundError(f"chapman: no chapman_train.csv in {self.root}; pass splits=FOLDER")
         table = read_split_tables(folder, "chapman", CHAPMAN_CLASSES)
@@ -95,10 +101,16 @@ class ChapmanReader(Reader):
             rel = relative_ecg_path(str(r["ecg_path"]))
             if not rel:
                 continue
-            if not (self.root / rel).exists():
+            rid = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            try:
+                exists = confined_path(self.root, rel).exists()
+                labels = positive_classes(r, CHAPMAN_CLASSES)
+            except CellError as err:
+                rejects.append({"id": rid, "file": rel, "reason": f"bad cell: {r['split']} split CSV {err}"})
+                continue
+            if not exists:
                 missing.append(rel)
                 continue
-            rid = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             rows.append(
                 {
                     "id": rid,
@@ -107,7 +119,7 @@ class ChapmanReader(Reader):
                     "split": r["split"],
                     "fold": None,
                     "report": "",
-                    "labels_chapman": positive_classes(r, CHAPMAN_CLASSES),
+                    "labels_chapman": labels,
                     "diagnose": str(r.get("diagnose", "")),
                 }
             )
@@ -116,4 +128,4 @@ class ChapmanReader(Reader):
         return Index(entries=entries, missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:
-        return read_cinc_mat(self.root / entry["path"])
+        return read_cinc_mat(self.root / entry["path"], verify_checksums=self.options["verify_checksums"])

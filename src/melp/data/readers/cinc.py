@@ -7,19 +7,27 @@ SNOMED-CT codes, mapped to the Challenge abbreviations with ``challenge2021_dx_m
 The same format is used for the Chapman-Shaoxing/Ningbo (``JS*``), Georgia (``E*``), PTB-XL
 (``HR*``), PTB (``S*``), INCART (``I*``) and CPSC (``A*``, ``Q*``) parts of the Challenge data;
 the part is kept in the ``database`` column.
+
+``# Dx:`` codes may be separated by commas, semicolons or spaces. A header without a ``# Dx:`` line
+(or with an empty one) is *not labelled* (``None``: left out of the ``dx`` evaluation, counted in
+the summary), never negative for every class; a Dx entry that is not a SNOMED-CT code (digits) is
+a reject naming it. Codes absent from the mapping are kept in ``dx_unmapped``.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from melp.data.readers.base import BadRecord, Index, Reader, Signal, register_reader
-from melp.data.readers.generic import drop_duplicate_ids, missing_signal_file, read_wfdb
+from melp.data.formats import wfdb as wfdb_format
+from melp.data.formats.matlab import read_matrix
+from melp.data.readers.base import WFDB_OPTIONS, BadRecord, Index, Option, Reader, Signal, register_reader
+from melp.data.readers.generic import drop_duplicate_ids
 
 DX_MAPPING = Path(__file__).resolve().parents[1] / "resources" / "challenge2021_dx_mapping.csv"
 
@@ -46,15 +54,27 @@ def load_dx_mapping(path: str | Path = DX_MAPPING) -> dict[str, str]:
 
 
 def parse_header_comments(hea: Path) -> dict[str, str]:
-    """``# Key: value`` comment lines of a WFDB header -> {key.lower(): value}."""
+    """``# Key: value`` comment lines of a WFDB header -> {key.lower(): value} (first one wins)."""
     out: dict[str, str] = {}
-    with open(hea, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if line.startswith("#") and ":" in line:
-                key, value = line[1:].split(":", 1)
-                out[key.strip().lower()] = value.strip()
+    for line in wfdb_format.parse_header(hea).comments:
+        if ":" in line:
+            key, value = line.split(":", 1)
+            out.setdefault(key.strip().lower(), value.strip())
     return out
+
+
+def parse_dx(value: str | None) -> list[str] | None:
+    """SNOMED-CT codes of a ``# Dx:`` value (separated by commas, semicolons or spaces); None when
+    the value is absent or empty. Raises ValueError naming an entry that is not a code."""
+    if value is None:
+        return None
+    codes = [c for c in re.split(r"[,;\s]+", value.strip()) if c]
+    if not codes:
+        return None
+    bad = [c for c in codes if not c.isdigit()]
+    if bad:
+        raise ValueError(f"bad Dx: {bad[0]!r} is not a SNOMED-CT code (digits); the Dx line is {value!r}")
+    return codes
 
 
 def database_of(record_name: str) -> str | None:
@@ -65,23 +85,25 @@ def database_of(record_name: str) -> str | None:
     return None
 
 
-def read_cinc_mat(mat: Path, gain: float = 1000.0, rate: float = 500.0) -> Signal:
+def read_cinc_mat(
+    mat: Path, gain: float = 1000.0, rate: float = 500.0, *, verify_checksums: bool = True
+) -> Signal:
     """Read a Challenge ``.mat`` record: through its ``.hea`` if present (gain, lead names, rate
-    from the header), else ``val`` / ``gain`` with the Challenge lead order at ``rate`` Hz.
-    Returns data (12, T) in mV. Raises BadRecord for a corrupt or unexpected file."""
+    from the header; :func:`melp.data.formats.wfdb.read_record`), else ``val`` / ``gain`` with the
+    Challenge lead order at ``rate`` Hz (a samples x 12 matrix is transposed). Returns data (12, T)
+    in mV. Raises BadRecord for a corrupt or unexpected file."""
     if mat.with_suffix(".hea").exists():
-        return read_wfdb(mat.with_suffix(""))
-    import scipy.io
-
-    try:
-        val = scipy.io.loadmat(str(mat))["val"]
-    except KeyError:
-        raise BadRecord("bad MATLAB file: no 'val' variable") from None
-    except Exception as err:
-        raise BadRecord(f"unreadable MATLAB file: {type(err).__name__}: {err}") from None
-    if val.ndim != 2 or val.shape[0] != len(CINC_LEADS):
-        raise BadRecord(f"bad shape: 'val' has shape {val.shape}; expected ({len(CINC_LEADS)}, samples)")
-    return Signal(data=val.astype(np.float64) / gain, leads=list(CINC_LEADS), rate=rate)
+        return wfdb_format.read_record(mat.with_suffix(""), verify_checksums=verify_checksums)
+    val, version = read_matrix(mat, prefer="val")
+    n = len(CINC_LEADS)
+    if val.ndim == 2 and val.shape[0] != n and val.shape[1] == n:
+        val = val.T  # stored samples x leads
+    if val.ndim != 2 or val.shape[0] != n:
+        raise BadRecord(f"bad shape: 'val' ({version}) has shape {val.shape}; expected ({n}, samples)")
+    data = val.astype(np.float64) / gain
+    if np.issubdtype(val.dtype, np.integer):
+        data[val == -32768] = np.nan  # WFDB's invalid 16-bit sample
+    return Signal(data=data, leads=list(CINC_LEADS), rate=rate)
 
 
 @register_reader
@@ -89,8 +111,8 @@ class CincReader(Reader):
     """PhysioNet/CinC Challenge 2020/2021 (``*.hea`` + ``*.mat``, any folder depth).
 
     Labels: task ``dx`` with the Challenge abbreviations (all rows of the mapping file, in file
-    order); codes absent from the mapping are kept in the ``dx_unmapped`` column. Options:
-    ``dx_mapping`` (path to another mapping CSV).
+    order); codes absent from the mapping are kept in the ``dx_unmapped`` column; a record without
+    Dx codes is not labelled (None).
     """
 
     name = "cinc"
@@ -98,9 +120,24 @@ class CincReader(Reader):
         "PhysioNet/CinC Challenge 2020/2021 WFDB+.mat records (Chapman/Ningbo, Georgia, PTB-XL, ...)"
     )
 
+    OPTIONS = {
+        "dx_mapping": Option(
+            str, None, "another SNOMED-CT -> abbreviation mapping CSV (snomed_code, abbreviation)"
+        ),
+        **WFDB_OPTIONS,
+    }
+
     def __init__(self, root, **options) -> None:
         super().__init__(root, **options)
-        self.mapping = load_dx_mapping(options.get("dx_mapping") or DX_MAPPING)
+        path = self.options["dx_mapping"] or DX_MAPPING
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"cinc: dx_mapping file {path} not found")
+        try:
+            self.mapping = load_dx_mapping(path)
+        except (KeyError, csv.Error, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"cinc: {path} must be a CSV with columns snomed_code, abbreviation ({err})"
+            ) from None
 
     @property
     def tasks(self) -> dict[str, list[str]]:
@@ -110,16 +147,21 @@ class CincReader(Reader):
         rows, missing, rejects = [], [], []
         for hea in sorted(self.root.rglob("*.hea")):
             rel = str(hea.relative_to(self.root))
-            if missing_signal_file(hea):
+            if wfdb_format.missing_signal_file(hea):
                 missing.append(rel)
                 continue
             try:
                 meta = parse_header_comments(hea)
-            except OSError as err:
-                rejects.append({"id": hea.stem, "file": rel, "reason": f"unreadable header: {err}"})
+                codes = parse_dx(meta.get("dx"))
+            except (BadRecord, ValueError) as err:
+                rejects.append({"id": hea.stem, "file": rel, "reason": str(err)})
                 continue
-            codes = [c.strip() for c in meta.get("dx", "").split(",") if c.strip()]
-            labels = list(dict.fromkeys(self.mapping[c] for c in codes if c in self.mapping))
+            labels = (
+                None
+                if codes is None
+                else list(dict.fromkeys(self.mapping[c] for c in codes if c in self.mapping))
+            )
+            codes = codes or []
             rows.append(
                 {
                     "id": hea.stem,
@@ -141,4 +183,5 @@ class CincReader(Reader):
         return Index(entries=drop_duplicate_ids(entries, rejects), missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:
-        return read_wfdb((self.root / entry["path"]).with_suffix(""))
+        record = self.root / str(entry["path"]).removesuffix(".hea")
+        return wfdb_format.read_record(record, verify_checksums=self.options["verify_checksums"])

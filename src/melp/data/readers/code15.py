@@ -14,7 +14,10 @@ antonior92/ecg-preprocessing, rescales by a factor that defaults to 1), lead ord
 V1-V6 (dataset documentation), mapped by name. Exams shorter than 4096 samples are zero-padded
 symmetrically in the files; the reader strips the padding: the valid region is the span from
 the first to the last sample where any lead is non-zero. Labels (task ``code``) are read by
-column name: 1dAVb->1AVB, RBBB, LBBB, SB, AF->AFIB, ST.
+column name: 1dAVb->1AVB, RBBB, LBBB, SB, AF->AFIB, ST; every cell must be an accepted label
+spelling (``True``/``False``, ``1``/``0``, ...), else the exam is rejected naming column and value.
+An exam id that appears twice in the HDF5 files is ambiguous (which tracing is it?): every copy is
+rejected; an exam listed twice in the CSV keeps its first row.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melp.data.readers.base import BadRecord, Index, Reader, Signal, register_reader
-from melp.data.readers.generic import drop_duplicate_ids, read_text_csv
+from melp.data.formats.tables import CellError, confined_path, parse_label_cell, read_text_csv
+from melp.data.readers.base import BadRecord, Index, Option, Reader, Signal, register_reader
+from melp.data.readers.generic import drop_duplicate_ids
 
 CODE_LEADS = ["DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 CODE_RATE = 400.0
 LABEL_COLUMNS = {"1dAVb": "1AVB", "RBBB": "RBBB", "LBBB": "LBBB", "SB": "SB", "AF": "AFIB", "ST": "ST"}
 CODE_CLASSES = list(LABEL_COLUMNS.values())
-_TRUE = ("1", "1.0", "True", "true")
 
 
 def strip_zero_padding(x: np.ndarray) -> np.ndarray:
@@ -60,6 +63,10 @@ class Code15Reader(Reader):
     name = "code15"
     description = "CODE-15% (exams.csv + exams_part*.hdf5) or CODE test (ecg_tracings.hdf5), 400 Hz"
 
+    OPTIONS = {
+        "labels_csv": Option(str, None, "CODE test layout: the labels CSV row-aligned with ecg_tracings.hdf5")
+    }
+
     def __init__(self, root, **options) -> None:
         super().__init__(root, **options)
         self._files: dict[str, object] = {}  # open h5py files, per process
@@ -75,26 +82,53 @@ class Code15Reader(Reader):
             return self._index_test()
         raise FileNotFoundError(f"code15: neither exams.csv nor ecg_tracings.hdf5 in {self.root}")
 
-    def _labels(self, r, path: Path) -> list[str]:
+    def _labels(self, r, path: Path) -> list[str] | None:
+        """Positive classes of a row; None when every label cell is empty (not labelled).
+        Raises ValueError for absent columns, CellError for a cell that is not a label."""
         absent = [c for c in LABEL_COLUMNS if c not in r]
         if absent:
             raise ValueError(f"{path}: label columns {absent} not found")
-        return [name for col, name in LABEL_COLUMNS.items() if str(r[col]).strip() in _TRUE]
+        values = {}
+        for col, name in LABEL_COLUMNS.items():
+            try:
+                values[name] = parse_label_cell(r[col])
+            except CellError as err:
+                raise CellError(f"{path.name} column {col}: {err}") from None
+        if all(v is None for v in values.values()):
+            return None
+        if any(v is None for v in values.values()):
+            col = next(c for c, n in LABEL_COLUMNS.items() if values[n] is None)
+            raise CellError(
+                f"{path.name} column {col}: empty while other label columns of the row are filled"
+            )
+        return [name for name, v in values.items() if v]
 
     def _index_code15(self) -> Index:
         csv = self.root / "exams.csv"
         table = read_text_csv(csv)
         rows, missing, rejects = [], [], []
         rows_of: dict[str, dict[int, int] | str] = {}  # trace_file -> {exam_id: row} or error text
+        where: dict[int, list[str]] = {}  # exam id -> every "file#row" holding it (across files)
         for r in table.to_dict("records"):
             exam, file = str(r["exam_id"]).strip(), str(r["trace_file"]).strip()
-            h5 = self.root / file
+            try:
+                h5 = confined_path(self.root, file)
+                if not exam.lstrip("-").isdigit():
+                    raise CellError(f"column exam_id: {exam!r} is not an integer id")
+                labels = self._labels(r, csv)
+            except CellError as err:
+                rejects.append({"id": exam, "file": file, "reason": f"bad cell: {err}"})
+                continue
             if not h5.exists():
                 missing.append(f"{file}#{exam}")
                 continue
             if file not in rows_of:
                 try:
-                    rows_of[file] = {int(e): i for i, e in enumerate(_h5_exam_ids(h5))}
+                    ids = _h5_exam_ids(h5)
+                    rows_of[file] = {}
+                    for i, e in enumerate(ids):
+                        rows_of[file].setdefault(int(e), i)
+                        where.setdefault(int(e), []).append(f"{file}#{i}")
                 except Exception as err:
                     rows_of[file] = f"unreadable HDF5: {type(err).__name__}: {err}"
             lookup = rows_of[file]
@@ -110,16 +144,34 @@ class Code15Reader(Reader):
                     row,
                     str(r.get("patient_id", "")).strip() or None,
                     None,
-                    self._labels(r, csv),
+                    labels,
                     age=str(r.get("age", "")),
                     is_male=str(r.get("is_male", "")),
                 )
             )
+        ambiguous = {e: places for e, places in where.items() if len(places) > 1}
+        if ambiguous:
+            keep = []
+            for row in rows:
+                places = ambiguous.get(int(row["id"]))
+                if places is None:
+                    keep.append(row)
+                else:
+                    rejects.append(
+                        {
+                            "id": row["id"],
+                            "file": row["h5_file"],
+                            "reason": f"duplicate exam_id: exam {row['id']} is stored at {', '.join(places)}",
+                        }
+                    )
+            rows = keep
         return self._finish(rows, missing, rejects)
 
     def _index_test(self) -> Index:
         file = "ecg_tracings.hdf5"
-        candidates = [self.options.get("labels_csv"), "annotations/gold_standard.csv", "code_test.csv"]
+        if self.options["labels_csv"] and not (self.root / self.options["labels_csv"]).is_file():
+            raise FileNotFoundError(f"code15: labels_csv {self.root / self.options['labels_csv']} not found")
+        candidates = [self.options["labels_csv"], "annotations/gold_standard.csv", "code_test.csv"]
         labels_csv = next((self.root / c for c in candidates if c and (self.root / c).exists()), None)
         import h5py
 
@@ -134,17 +186,18 @@ class Code15Reader(Reader):
             raise ValueError(
                 f"{labels_csv}: {len(table)} rows but {file} holds {n} tracings (must be row-aligned)"
             )
-        rows = [
-            self._entry(
-                str(i),
-                file,
-                i,
-                None,
-                "test",
-                self._labels(table.iloc[i], labels_csv) if table is not None else [],
-            )
-            for i in range(n)
-        ]
+        rows = []
+        for i in range(n):
+            labels = None  # no labels file: not labelled (never negative for every class)
+            if table is not None:
+                try:
+                    labels = self._labels(table.iloc[i], labels_csv)
+                except CellError as err:
+                    rejects.append(
+                        {"id": str(i), "file": f"{file}#{i}", "reason": f"bad cell: row {i + 1} of {err}"}
+                    )
+                    continue
+            rows.append(self._entry(str(i), file, i, None, "test", labels))
         return self._finish(rows, [], rejects)
 
     @staticmethod

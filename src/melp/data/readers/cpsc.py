@@ -8,7 +8,9 @@ Layout::
 Lead order of ``data`` is I, II, III, aVR, aVL, aVF, V1-V6 (challenge documentation; verified on
 the shipped samples: III = II - I, aVR = -(I + II) / 2). Records are 6-60 s long; the store
 crops/pads them to its length. Labels (task ``icbeb``) and the split come from the published
-split CSVs (MELP repository), read by class column NAME.
+split CSVs (MELP repository), read by class column NAME; every label cell must be an accepted
+spelling (:func:`melp.data.formats.tables.parse_label_cell`), else the record is rejected naming
+the column and value. A file name found in two folders is rejected at every place but the first.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melp.data.readers.base import BadRecord, Index, Reader, Signal, register_reader
-from melp.data.readers.generic import drop_duplicate_ids, read_text_csv
+from melp.data.formats.matlab import read_struct_field
+from melp.data.formats.tables import CellError, parse_label_cell, read_text_csv
+from melp.data.readers.base import BadRecord, Index, Option, Reader, Signal, register_reader
+from melp.data.readers.generic import drop_duplicate_ids
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 ICBEB_CLASSES = ["AFIB", "VPC", "NORM", "1AVB", "CRBBB", "STE", "PAC", "CLBBB", "STD"]
@@ -56,25 +60,33 @@ def read_split_tables(folder: Path, stem: str, classes: list[str]) -> pd.DataFra
     return pd.concat(parts, ignore_index=True)
 
 
-def positive_classes(row, classes: list[str]) -> list[str]:
-    """Names of the classes whose column holds 1 (``"1"``, ``"1.0"`` or ``"True"``)."""
-    return [c for c in classes if str(row[c]).strip() in ("1", "1.0", "True", "true")]
+def positive_classes(row, classes: list[str]) -> list[str] | None:
+    """Names of the classes whose column holds a positive label cell; None when every cell is
+    empty (not labelled). Raises CellError naming the column for a cell that is not a label."""
+    values = {}
+    for c in classes:
+        try:
+            values[c] = parse_label_cell(row[c])
+        except CellError as err:
+            raise CellError(f"column {c}: {err}") from None
+    if all(v is None for v in values.values()):
+        return None
+    empty = [c for c, v in values.items() if v is None]
+    if empty:
+        raise CellError(f"column {empty[0]}: empty while other label columns of the row are filled")
+    return [c for c, v in values.items() if v]
 
 
 def read_cpsc_mat(path: Path) -> Signal:
-    """Read a CPSC 2018 ``.mat`` file: ``ECG.data`` (12, N) mV at 500 Hz, CPSC lead order."""
-    import scipy.io
-
-    try:
-        ecg = scipy.io.loadmat(str(path))["ECG"][0, 0]
-        data = np.asarray(ecg["data"], dtype=np.float64)
-    except KeyError as err:
-        raise BadRecord(f"bad MATLAB file: no struct field {err} (expected ECG.data)") from None
-    except Exception as err:
-        raise BadRecord(f"unreadable MATLAB file: {type(err).__name__}: {err}") from None
-    if data.ndim != 2 or data.shape[0] != len(CPSC_LEADS):
-        raise BadRecord(f"bad shape: ECG.data has shape {data.shape}; expected (12, samples)")
-    return Signal(data=data, leads=list(CPSC_LEADS), rate=CPSC_RATE)
+    """Read a CPSC 2018 ``.mat`` file: ``ECG.data`` (12, N) mV at 500 Hz, CPSC lead order
+    (an N x 12 matrix is transposed). MATLAB v4/v5/v7.3 containers are read by what they are."""
+    data, version = read_struct_field(path, "ECG", "data")
+    n = len(CPSC_LEADS)
+    if data.ndim == 2 and data.shape[0] != n and data.shape[1] == n:
+        data = data.T
+    if data.ndim != 2 or data.shape[0] != n:
+        raise BadRecord(f"bad shape: ECG.data ({version}) has shape {data.shape}; expected (12, samples)")
+    return Signal(data=np.asarray(data, dtype=np.float64), leads=list(CPSC_LEADS), rate=CPSC_RATE)
 
 
 @register_reader
@@ -83,6 +95,12 @@ class CpscReader(Reader):
 
     Options: ``splits`` (folder with ``icbeb_{train,val,test}.csv``).
     """
+
+    OPTIONS = {
+        "splits": Option(
+            str, None, "folder with icbeb_{train,val,test}.csv (default: ROOT, else the shipped copy)"
+        )
+    }
 
     name = "cpsc"
     description = "CPSC 2018 (ICBEB) original .mat files, labels/split from icbeb_{train,val,test}.csv"
@@ -93,16 +111,40 @@ class CpscReader(Reader):
 
     def index(self) -> Index:
         table = read_split_tables(
-            find_split_dir(self.root, self.options.get("splits"), "icbeb"), "icbeb", ICBEB_CLASSES
+            find_split_dir(self.root, self.options["splits"], "icbeb"), "icbeb", ICBEB_CLASSES
         )
-        on_disk = {p.stem: p for p in sorted(self.root.rglob("*.mat"))}
         rows, missing, rejects = [], [], []
+        on_disk: dict[str, Path] = {}
+        for p in sorted(
+            self.root.rglob("*.mat"), key=lambda q: (len(q.relative_to(self.root).parts), str(q))
+        ):
+            if p.stem in on_disk:  # the same record name in two folders: which one is right is unknown
+                rejects.append(
+                    {
+                        "id": p.stem,
+                        "file": str(p.relative_to(self.root)),
+                        "reason": f"duplicate file: {p.name} first at {on_disk[p.stem].relative_to(self.root)}",
+                    }
+                )
+                continue
+            on_disk[p.stem] = p
         listed = set()
         for r in table.to_dict("records"):
             rid = str(r["filename"]).strip()
             listed.add(rid)
             if rid not in on_disk:
                 missing.append(f"{rid}.mat")
+                continue
+            try:
+                labels = positive_classes(r, ICBEB_CLASSES)
+            except CellError as err:
+                rejects.append(
+                    {
+                        "id": rid,
+                        "file": str(on_disk[rid].relative_to(self.root)),
+                        "reason": f"bad cell: {r['split']} split CSV {err}",
+                    }
+                )
                 continue
             rows.append(
                 {
@@ -112,7 +154,7 @@ class CpscReader(Reader):
                     "split": r["split"],
                     "fold": None,
                     "report": "",
-                    "labels_icbeb": positive_classes(r, ICBEB_CLASSES),
+                    "labels_icbeb": labels,
                     "age": str(r.get("age", "")),
                     "sex": str(r.get("sex", "")),
                 }

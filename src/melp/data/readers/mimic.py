@@ -18,13 +18,9 @@ import os
 
 import pandas as pd
 
-from melp.data.readers.base import Index, Reader, Signal, register_reader
-from melp.data.readers.generic import (
-    bad_text_reason,
-    drop_duplicate_ids,
-    read_text_csv,
-    read_wfdb,
-)
+from melp.data.formats import wfdb as wfdb_format
+from melp.data.formats.tables import CellError, bad_text_reason, confined_path, drop_duplicates, read_text_csv
+from melp.data.readers.base import WFDB_OPTIONS, Index, Option, Reader, Signal, register_reader
 
 REPORT_COLUMNS = [f"report_{i}" for i in range(18)]
 MIN_WORDS = 4
@@ -68,7 +64,7 @@ def patient_split(subjects: list[str], val_fraction: float = 0.02, seed: int = 4
     from sklearn.model_selection import train_test_split  # lazy: sklearn import costs seconds
 
     unique = list(dict.fromkeys(subjects))
-    if len(unique) < 2:
+    if len(unique) < 2 or val_fraction == 0:
         return dict.fromkeys(unique, "train")
     train, val = train_test_split(unique, test_size=val_fraction, random_state=seed)
     return {**dict.fromkeys(train, "train"), **dict.fromkeys(val, "val")}
@@ -78,11 +74,16 @@ def patient_split(subjects: list[str], val_fraction: float = 0.02, seed: int = 4
 class MimicReader(Reader):
     """MIMIC-IV-ECG: WFDB records with machine-statement reports; patient-level 98/2 split.
 
-    Options: ``val_fraction`` (0.02), ``seed`` (42).
+    Options: ``val_fraction`` (0.02), ``seed`` (42), ``verify_checksums``.
     """
 
     name = "mimic"
     description = "MIMIC-IV-ECG v1.0 (record_list.csv, machine_measurements.csv, files/...): pretraining"
+    OPTIONS = {
+        "val_fraction": Option(float, 0.02, "share of patients in the val split"),
+        "seed": Option(int, 42, "seed of the patient split"),
+        **WFDB_OPTIONS,
+    }
 
     def index(self) -> Index:
         rec_csv, mm_csv = self.root / "record_list.csv", self.root / "machine_measurements.csv"
@@ -110,6 +111,11 @@ class MimicReader(Reader):
             if reason is None and rel is None:
                 reason = "no record: study absent from record_list.csv"
             if reason is None:
+                try:
+                    confined_path(self.root, rel)
+                except CellError as err:
+                    reason = f"bad cell: record_list.csv column path: {err}"
+            if reason is None:
                 cleaned = clean_report(joined)
                 if report_word_count(cleaned) < MIN_WORDS:
                     reason = f"short report: under {MIN_WORDS} words ({cleaned!r})"
@@ -118,13 +124,12 @@ class MimicReader(Reader):
                 continue
             rows.append({"id": rid, "path": file, "patient": subject, "report": joined})
         entries = pd.DataFrame(rows, columns=["id", "path", "patient", "report"])
-        entries = drop_duplicate_ids(entries, rejects)
+        entries = drop_duplicates(entries, "id", rejects, "id")
         # Split before dropping absent files, so it does not depend on what was downloaded.
-        split = patient_split(
-            entries["patient"].tolist(),
-            float(self.options.get("val_fraction", 0.02)),
-            int(self.options.get("seed", 42)),
-        )
+        fraction = self.options["val_fraction"]
+        if not 0 <= fraction < 1:
+            raise ValueError(f"mimic: option val_fraction={fraction} must be in [0, 1)")
+        split = patient_split(entries["patient"].tolist(), fraction, self.options["seed"])
         entries["split"] = entries["patient"].map(split)
         entries["fold"] = None
         # MIMIC names its signal file STUDY.dat next to STUDY.hea; stat both (no header parsing).
@@ -143,4 +148,5 @@ class MimicReader(Reader):
         return clean_report(text)
 
     def load(self, entry: dict) -> Signal:
-        return read_wfdb((self.root / entry["path"]).with_suffix(""))
+        record = self.root / str(entry["path"]).removesuffix(".hea")
+        return wfdb_format.read_record(record, verify_checksums=self.options["verify_checksums"])

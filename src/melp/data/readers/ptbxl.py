@@ -11,7 +11,10 @@ Expected layout under ``--root`` (as downloaded from PhysioNet)::
 Options: ``records`` = "auto" (default: 500 Hz files when the store rate is above 100 Hz and
 ``records500/`` exists, else 100 Hz), "100" or "500".
 Split: ``strat_fold`` 1-8 train, 9 val, 10 test (the PTB-XL recommendation).
-Labels: the four benchmark tasks of :mod:`melp.data.ptbxl_labels`.
+Labels: the four benchmark tasks of :mod:`melp.data.ptbxl_labels`. A record without any class of
+a task is *not labelled* for it (``None``: the benchmark evaluates a task only on records that have
+one of its statements), not a negative.
+Signals: :func:`melp.data.formats.wfdb.read_record` (units honoured, checksums verified).
 Reports: German and Swedish machine statements are translated to English by
 :mod:`melp.data.translate`; the original text is kept as ``report_original``.
 """
@@ -20,58 +23,20 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from melp.data import ptbxl_labels, translate
-from melp.data.readers.base import BadRecord, Index, Reader, Signal, register_reader
+from melp.data.formats import wfdb as wfdb_format
+from melp.data.formats.tables import CellError, confined_path
+from melp.data.readers.base import WFDB_OPTIONS, Index, Option, Reader, Signal, register_reader
 
 log = logging.getLogger(__name__)
 
 _COLUMNS = ["ecg_id", "patient_id", "report", "scp_codes", "strat_fold", "filename_lr", "filename_hr"]
 _EXTRA = ["age", "sex", "device"]
-
-
-def read_wfdb_format16(record: str) -> Signal | None:
-    """Fast path for the common WFDB layout: one ``.dat`` file in format 16 holding every channel.
-
-    ``record``: path without extension. Physical value = (digital - baseline) / gain, with the
-    baseline taken from ``gain(baseline)/units`` or else the ADC zero; -32768 (WFDB's invalid
-    sample) becomes NaN. Returns None for any other layout (the caller then uses ``wfdb``), which
-    reads the same values but parses headers ~100x slower (per-field pandas look-ups).
-    """
-    with open(f"{record}.hea", encoding="latin-1") as fh:
-        lines = [ln.strip() for ln in fh if ln.strip() and not ln.startswith("#")]
-    head = lines[0].split()
-    if len(head) < 4 or "/" in head[1]:
-        return None  # multi-segment record
-    n_sig, fs, n_samp = int(head[1]), float(head[2].split("/")[0].split("(")[0]), int(head[3])
-    if len(lines) < 1 + n_sig:
-        return None
-    files, gains, baselines, names = set(), [], [], []
-    for ln in lines[1 : 1 + n_sig]:
-        f = ln.split()
-        if len(f) < 9 or f[1] != "16":
-            return None
-        files.add(f[0])
-        gain_field = f[2].split("/")[0]
-        gain = float(gain_field.split("(")[0])
-        baseline = int(gain_field.split("(")[1].rstrip(")")) if "(" in gain_field else int(f[4])
-        gains.append(gain if gain != 0 else 200.0)  # WFDB: gain 0 means the default 200
-        baselines.append(baseline)
-        names.append(f[8])
-    if len(files) != 1:
-        return None
-    dat = os.path.join(os.path.dirname(record), files.pop())
-    raw = np.fromfile(dat, dtype="<i2", count=n_samp * n_sig)
-    if raw.size != n_samp * n_sig:
-        raise BadRecord(f"{dat}: {raw.size} samples on disk, header announces {n_samp} x {n_sig}")
-    digital = raw.reshape(n_samp, n_sig).T.astype(np.float64)  # (T, L) interleaved -> (L, T)
-    invalid = raw.reshape(n_samp, n_sig).T == -32768
-    data = (digital - np.asarray(baselines, float)[:, None]) / np.asarray(gains)[:, None]
-    data[invalid] = np.nan
-    return Signal(data=data, leads=names, rate=fs)
 
 
 def fold_to_split(fold: int) -> str:
@@ -84,11 +49,21 @@ class PTBXLReader(Reader):
     name = "ptbxl"
     description = "PTB-XL (PhysioNet): 21,837 12-lead records, 100/500 Hz, reports, 4 benchmark tasks"
 
-    def __init__(self, root, records: str = "auto", **options) -> None:
+    OPTIONS = {
+        "records": Option(
+            str,
+            "auto",
+            "which copy to read: 100 (records100/), 500 (records500/) or auto (by the store rate)",
+            choices=("auto", "100", "500"),
+        ),
+        **WFDB_OPTIONS,
+    }
+
+    def __init__(self, root, **options) -> None:
+        if "records" in options:
+            options["records"] = str(options["records"])
         super().__init__(root, **options)
-        if str(records) not in ("auto", "100", "500"):
-            raise ValueError(f"ptbxl: records must be auto, 100 or 500 (got {records!r})")
-        self.records = str(records)
+        self.records = self.options["records"]
         self.target_rate: float | None = None
 
     @property
@@ -123,9 +98,16 @@ class PTBXLReader(Reader):
         if col == "filename_lr" and self.target_rate and self.target_rate > 100:
             log.info("ptbxl: using the 100 Hz records (no records500/), resampled to %g Hz", self.target_rate)
         files = db[col].astype(str)
-        present = np.array([os.path.exists(self.root / f"{f}.hea") for f in files])
-
         rejects, keep = [], []
+        present = np.zeros(len(files), dtype=bool)
+        for i, f in enumerate(files):
+            try:
+                present[i] = os.path.exists(f"{confined_path(self.root, f)}.hea")
+            except CellError as err:
+                rejects.append(
+                    {"id": str(db.at[i, "ecg_id"]), "file": f, "reason": f"bad cell: column {col}: {err}"}
+                )
+
         maps = ptbxl_labels.code_maps(statements)
         labels: dict[str, list] = {f"labels_{t}": [] for t in ptbxl_labels.TASKS}
         for i in np.flatnonzero(present):
@@ -142,7 +124,7 @@ class PTBXLReader(Reader):
                 continue
             keep.append(i)
             for task, names in ptbxl_labels.derive_labels(codes, maps).items():
-                labels[f"labels_{task}"].append(names)
+                labels[f"labels_{task}"].append(names or None)  # no class of the task: not labelled
         sel = db.iloc[keep]
         folds = sel["strat_fold"].astype(int)
         entries = pd.DataFrame(
@@ -159,26 +141,34 @@ class PTBXLReader(Reader):
         for c in _EXTRA:
             if c in sel:
                 entries[c] = sel[c].to_numpy()
-        missing = [f"{f}.hea" for f in files[~present]]
+        bad = {r["file"] for r in rejects}
+        missing = [f"{f}.hea" for f in files[~present] if f not in bad]
         return Index(entries=entries, missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:
-        import wfdb
-
-        record = str(self.root / str(entry["path"]).removesuffix(".hea"))
-        try:
-            fast = read_wfdb_format16(record)
-            if fast is not None:
-                return fast
-            rec = wfdb.rdrecord(record)
-        except BadRecord:
-            raise
-        except Exception as err:  # wfdb raises many types for a damaged header/data file
-            raise BadRecord(f"unreadable WFDB record: {type(err).__name__}: {err}") from err
-        if rec.p_signal is None:
-            raise BadRecord("WFDB record has no physical signal")
-        data = np.asarray(rec.p_signal, dtype=np.float64).T  # (T, L) -> (L, T)
-        return Signal(data=data, leads=list(rec.sig_name), rate=float(rec.fs))
+        record = self.root / str(entry["path"]).removesuffix(".hea")
+        return wfdb_format.read_record(record, verify_checksums=self.options["verify_checksums"])
 
     def normalize_report(self, text: str) -> str:
         return translate.normalize_report(text)
+
+
+def subset_root(root: str | Path, dest: str | Path, per_fold: int) -> Path:
+    """A PTB-XL root with only the first ``per_fold`` present records of each fold (symbolic links to
+    the original files), for quick runs and tests. Returns ``dest``."""
+    root, dest = Path(root), Path(dest)
+    if per_fold < 1:
+        raise ValueError(f"per_fold must be >= 1, got {per_fold}")
+    db = pd.read_csv(root / "ptbxl_database.csv")
+    present = np.array([(root / f"{f}.hea").exists() for f in db["filename_lr"].astype(str)])
+    sel = db[present].groupby("strat_fold", group_keys=False).head(per_fold)
+    dest.mkdir(parents=True, exist_ok=True)
+    sel.to_csv(dest / "ptbxl_database.csv", index=False)
+    (dest / "scp_statements.csv").write_bytes((root / "scp_statements.csv").read_bytes())
+    for f in sel["filename_lr"].astype(str):
+        for ext in (".hea", ".dat"):
+            target = dest / f"{f}{ext}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.symlink((root / f"{f}{ext}").resolve(), target)
+    return dest

@@ -1,0 +1,1 @@
+"""File formats shared by the readers: WFDB records, MATLAB containers, metadata tables."""
