@@ -28,6 +28,7 @@ import argparse
 import time
 
 import torch
+from bench_train_step import BERT_BASE, reports
 
 import melp
 from melp.losses import MELPLoss
@@ -35,28 +36,6 @@ from melp.train.datamodule import PretrainCollate
 from melp.train.optim import build_optimizer
 from melp.train.step import StepMonitor, train_step
 from melp.train.syncs import count_syncs
-
-BERT_BASE = {
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "max_position_embeddings": 512,
-}
-WORDS = "sinus rhythm left axis deviation atrial fibrillation abnormal normal ecg borderline t wave changes".split()
-
-
-def reports(n: int, seed: int = 0) -> list[str]:
-    """``n`` machine-statement-like reports of 1-8 sentences."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        sents = []
-        for _ in range(int(torch.randint(1, 9, (1,), generator=g))):
-            k = int(torch.randint(2, 6, (1,), generator=g))
-            sents.append(" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (k,), generator=g)))
-        out.append(". ".join(sents) + ".")
-    return out
 
 
 def build(sparse: bool):

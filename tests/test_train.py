@@ -177,6 +177,32 @@ def test_indexed_dataset_is_deterministic_and_leaves_global_rng_alone():
     assert c["index"] == 2 and not torch.equal(c["x"], a["x"])
 
 
+class _Augmenting(torch.utils.data.Dataset):
+    """Draws from ``self.generator`` as PretrainDataset does (None = torch's global RNG)."""
+
+    generator = None
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return {
+            "x": torch.rand(4, generator=self.generator),
+            "k": torch.randint(0, 9, (2,), generator=self.generator),
+        }
+
+
+def test_indexed_dataset_generator_path_draws_what_global_seeding_draws():
+    """The per-item generator (fast path) gives the augmentation the seeded global RNG gave."""
+    ds = IndexedDataset(_Augmenting(), seed=5)
+    for key in (0, 3, 5 + 1, 10 + 4):
+        epoch, i = divmod(key, 5)
+        s = int(np.random.SeedSequence([5, epoch, i]).generate_state(1)[0])
+        fast, slow = ds[key], ds._seeded_globally(i, s)
+        assert torch.equal(fast["x"], slow["x"]) and torch.equal(fast["k"], slow["k"])
+    assert _Augmenting.generator is None and not torch.equal(ds[0]["x"], ds[1]["x"])
+
+
 # --------------------------------------------------------------------------- real short runs
 
 
@@ -281,7 +307,10 @@ def test_interrupt_and_resume_matches_uninterrupted(full_run, store, tmp_path):
     assert not list(csv_dir.glob("metrics.part-*.csv"))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every", [1, 100])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, monkeypatch, log_every):
+    """The device-side flag is read at logging steps and before every checkpoint: with a log
+    interval longer than the run, the checkpoint of the bad step is what stops it."""
     import melp.losses
     from melp.train.run import NonFiniteLossError, pretrain
 
@@ -299,7 +328,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, m
 
     monkeypatch.setattr(melp.losses, "MELPLoss", Exploding)
     with pytest.raises(NonFiniteLossError, match=r"step 3.*beat"):
-        pretrain(_cfg(store, tmp_path, "trainer.ckpt_every_n_steps=1", "val.every_n_steps=0"))
+        pretrain(
+            _cfg(
+                store,
+                tmp_path,
+                "trainer.ckpt_every_n_steps=1",
+                "val.every_n_steps=0",
+                f"trainer.log_every_n_steps={log_every}",
+            )
+        )
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
