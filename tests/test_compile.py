@@ -53,9 +53,7 @@ def model():
     return melp.create_model("melp-test").train()
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_forward_and_losses_trace_without_graph_breaks(model, sparse, monkeypatch):
-    monkeypatch.setitem(model.config["decoder"], "sparse_logits", sparse)
+def _inputs(model) -> dict:
     g = torch.Generator().manual_seed(0)
     batch = PretrainCollate.for_model(model)(  # one record of 6 s in a 10 s window (padding mask)
         [
@@ -63,27 +61,29 @@ def test_forward_and_losses_trace_without_graph_breaks(model, sparse, monkeypatc
             for i, r in enumerate(REPORTS)
         ]
     )
-    inputs = model_inputs(batch)
+    return model_inputs(batch)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_forward_and_losses_trace_as_one_graph(model, sparse, monkeypatch):
+    monkeypatch.setitem(model.config["decoder"], "sparse_logits", sparse)
+    inputs = _inputs(model)
     assert ("caption_index" in inputs) == sparse and "lengths" in inputs
     assert _breaks(forward_and_loss, model, MELPLoss(), **inputs) == []
-    # the parts one by one: encoder, poolers, each loss
+
+
+def test_encoder_poolers_and_each_loss_trace_without_graph_breaks(model):
+    inputs = _inputs(model)
     tokens, mask = model.ecg_tokens(inputs["ecg"], inputs["lengths"])
     assert mask is not None and not mask.all()
     assert _breaks(model.ecg_encoder, inputs["ecg"], inputs["lengths"]) == []
     assert _breaks(model.beat_pooler, tokens, mask) == []
     assert _breaks(model.caption_pooler, tokens, mask) == []
     out = model(**inputs)
-    assert (
-        _breaks(
-            clip_loss, out["ecg_latent"], out["text_latent"], out["logit_scale"], text_ids=out["text_ids"]
-        )
-        == []
-    )
+    ids = out["text_ids"]
+    assert _breaks(clip_loss, out["ecg_latent"], out["text_latent"], out["logit_scale"], text_ids=ids) == []
     assert _breaks(caption_loss, out["caption_logits"], out["caption_targets"], out["pad_id"]) == []
-    assert (
-        _breaks(beat_loss, out["beats"], out["sentences"], out["sentence_mask"], text_ids=out["text_ids"])
-        == []
-    )
+    assert _breaks(beat_loss, out["beats"], out["sentences"], out["sentence_mask"], text_ids=ids) == []
 
 
 def test_a_host_read_is_reported_as_a_graph_break(model):
