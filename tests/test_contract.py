@@ -88,7 +88,7 @@ def test_wav2vec2_padded_record_equals_the_record_at_its_own_length():
 
 
 def test_wav2vec2_masked_group_norm_equals_the_unpadded_record():
-    from melp.models.wav2vec2 import Wav2Vec2Encoder
+    from melp.models.encoders.wav2vec2 import Wav2Vec2Encoder
 
     torch.manual_seed(0)
     enc = Wav2Vec2Encoder(get_config("melp-test")["ecg"]).eval()
@@ -120,7 +120,6 @@ def test_training_validation_equals_melp_zeroshot_for_the_four_ptbxl_tasks(ptbxl
 
     tasks = ["super_class", "sub_class", "form", "rhythm"]
     cfg = load_config("melp-tiny")
-    cfg.model.overrides = {}
     cfg = apply_overrides(cfg, [f"data.store={ptbxl_store}", f"out={tmp_path / 'run'}", "model.name=melp-test",
                                 "data.folds=1,2,3,4,5,6,7,8", "data.batch_size=8", "trainer.max_steps=2",
                                 "val.every_n_steps=2", "trainer.progress_bar=false", "val.batch_size=5"])  # fmt: skip

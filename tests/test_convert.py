@@ -300,7 +300,7 @@ def _to_fairseq(state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.
 
 def test_ecg_fm_backbone_converts_with_its_lead_order(tmp_path, one_thread):
     from melp.models.config import resolve_config
-    from melp.models.wav2vec2 import Wav2Vec2Encoder
+    from melp.models.encoders.wav2vec2 import Wav2Vec2Encoder
 
     fairseq_cfg = {  # a fairseq model config (cfg["model"]), 12 layers like ECG-FM, small widths
         "_name": "wav2vec2_cmsc",

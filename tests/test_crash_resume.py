@@ -1,5 +1,6 @@
 """`melp prepare` killed with SIGKILL midway resumes without redoing finished chunks and ends with
-a store byte-identical to an uninterrupted run."""
+a store byte-identical to an uninterrupted run; a rerun with other settings in between is refused
+and changes nothing."""
 
 from __future__ import annotations
 
@@ -106,6 +107,15 @@ def test_sigkill_midway_then_resume_is_byte_identical(tmp_path):
     assert not (out / "meta.json").exists()  # really interrupted
     done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in chunks.glob("chunk_*.json")}
     assert 4 <= len(done) < N_CHUNKS
+
+    # a rerun with other settings is refused in one line and touches nothing of the interrupted run
+    snapshot = {p.name: p.read_bytes() for p in chunks.glob("*.json")}
+    other = [a if a != "250" else "200" for a in _args(root, out)]
+    refused = subprocess.run(_melp() + other, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "different settings (rate: 250.0 -> 200.0" in errors[0], refused.stderr
+    assert {p.name: p.read_bytes() for p in chunks.glob("*.json")} == snapshot
 
     # the rerun finishes, reports the resume, and leaves the finished chunks untouched
     rerun = subprocess.run(_melp() + _args(root, out), env=env, capture_output=True, text=True, timeout=300)

@@ -54,7 +54,7 @@ class _DatasetFake(Reader):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "store"
-    prepare("fake_test_datasets", out.parent, out, rate=100, seconds=0.05, progress=False)
+    prepare("fake_test_datasets", out.parent, out, rate=100, seconds=0.05, min_seconds=0, progress=False)
     return ECGStore(out)
 
 

@@ -1,6 +1,7 @@
 """Model contract tests: every registered config trains (forward/backward), embeddings, persistence."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -10,8 +11,9 @@ import torch.nn.functional as F
 import melp
 from melp.losses import MELPLoss
 from melp.models.config import resolve_config
+from melp.models.encoders import encoder_names, encoder_spec
+from melp.models.encoders.wav2vec2 import Wav2Vec2Encoder, grad_scale
 from melp.models.registry import get_config
-from melp.models.wav2vec2 import Wav2Vec2Encoder, grad_scale
 
 REPORTS = [
     "sinus rhythm. left axis deviation. abnormal ecg.",
@@ -33,31 +35,49 @@ TINY_TEXT = {
 
 
 def _reduced(name: str) -> dict:
-    """Overrides that keep a config's structure (ECG type, causal, freezing) at CI size."""
+    """Overrides that keep a config's structure (ECG type, causal, freezing) at CI size: the encoder's
+    own registered test size, a tiny text tower and small heads (the same for every config)."""
     cfg = get_config(name)
-    if name in ("melp-test", "melp-tiny"):
-        return {}
-    ecg = {"sample_rate": 100, "n_samples": 400}
-    if cfg["ecg"]["type"] == "wav2vec2":
-        ecg.update(
-            conv_layers=[[16, 4, 4], [16, 2, 2]],
-            width=32,
-            layers=1,
-            heads=2,
-            ffn=32,
-            pos_conv_kernel=8,
-            pos_conv_groups=4,
-        )
-    else:
-        ecg.update(channels=[8, 8, 16, 16])
-    text = dict(TINY_TEXT, freeze_layers=min(cfg["text"]["freeze_layers"], 1))
+    spec = encoder_spec(cfg["ecg"]["type"])
+    text = dict(TINY_TEXT, freeze_layers=min(cfg["text"]["freeze_layers"], 1), causal=cfg["text"]["causal"])
     return {
         "embed_dim": 32,
-        "ecg": ecg,
+        "ecg": {"sample_rate": 100, "n_samples": 400, **spec.test_size},
         "text": text,
         "heads": {"beat_heads": 2, "n_caption_queries": 4, "caption_heads": 2},
         "decoder": {"layers": 1, "heads": 2},
     }
+
+
+@pytest.mark.parametrize("name", encoder_names())
+def test_every_encoder_meets_the_contract(name):
+    """Every registered encoder, at its registered test size: tokens (B, N, width) with N from
+    output_lengths, a padding mask that hides the padding, and a gradient for every parameter."""
+    from melp.models.encoders import build_encoder
+
+    spec = encoder_spec(name)
+    cfg = dataclasses.asdict(spec.config(**{"sample_rate": 100, "n_samples": 400, **spec.test_size}))
+    torch.manual_seed(0)
+    enc = build_encoder(cfg).eval()
+    x = torch.randn(3, cfg["in_leads"], 400)
+    tokens, mask = enc(x)
+    n = int(enc.output_lengths(torch.tensor([400])))
+    assert tokens.shape == (3, n, enc.width) and mask is None
+    assert enc.stride >= 1 and n >= 400 // enc.stride - 1
+    lengths = torch.tensor([250, 400, 120])
+    noisy = x.clone()
+    for b, k in enumerate(lengths.tolist()):
+        noisy[b, :, k:] = 10 * torch.randn(cfg["in_leads"], 400 - k)
+    t1, m1 = enc(x, lengths)
+    t2, m2 = enc(noisy, lengths)
+    assert torch.equal(m1, m2) and m1.shape == (3, n)
+    assert m1.sum(1).tolist() == enc.output_lengths(lengths).clamp_min(1).tolist()
+    torch.testing.assert_close(t1[m1], t2[m2], rtol=0, atol=1e-5)  # valid tokens ignore the padding
+    enc.train()
+    out, _ = enc(x)
+    out.square().mean().backward()
+    for pname, p in enc.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: {pname} got no gradient"
 
 
 @pytest.fixture(scope="module")
@@ -209,14 +229,26 @@ def test_load_rejects_missing_or_unexpected_weights(test_model, tmp_path):
 
 
 def test_malformed_configs_fail_loudly():
-    with pytest.raises(ValueError, match="unknown key.*'layer'"):
+    from melp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'ecg\.layer' \(valid keys here: .*layers"):
         get_config("melp-test", ecg={"layer": 3})
-    with pytest.raises(ValueError, match="unknown key.*'foo'"):
+    with pytest.raises(ConfigError, match="unknown config key 'foo'"):
         resolve_config({"foo": 1})
-    with pytest.raises(ValueError, match="ecg.type"):
+    with pytest.raises(
+        ValueError, match=r"ecg.type='lstm' unknown; choose one of \['resnet1d', 'wav2vec2'\]"
+    ):
         get_config("melp-test", ecg={"type": "lstm"})
-    with pytest.raises(ValueError, match="text.causal must be bool"):
+    with pytest.raises(ConfigError, match=r"config key 'text\.causal': expected bool, got str 'yes'"):
         get_config("melp-test", text={"causal": "yes"})
+    with pytest.raises(ConfigError, match=r"config key 'ecg\.conv_layers\.0\.1': expected int"):
+        get_config("melp-test", ecg={"conv_layers": [[32, 2.5, 2]]})
+    with pytest.raises(ConfigError, match=r"ecg.conv_layers entries must be \[channels, kernel, stride\]"):
+        get_config("melp-test", ecg={"conv_layers": [[32, 2]]})
+    with pytest.raises(ConfigError, match="heads.n_beat_queries must be positive"):
+        get_config("melp-test", heads={"n_beat_queries": 0})
+    with pytest.raises(ConfigError, match="text.padding must be"):
+        get_config("melp-test", text={"padding": "shortest"})
     with pytest.raises(ValueError, match="unknown model"):
         melp.create_model("melp-nonexistent")
 

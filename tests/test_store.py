@@ -18,7 +18,8 @@ from melp.data import store as store_mod
 from melp.data.readers.base import BadRecord, Index, Reader, Signal, register_reader
 from melp.data.store import ECGStore, StoreError, prepare
 
-# A fake source. Record i: 12 leads in PTB-XL order, 250 Hz, value = i + lead/100 + a slow sine.
+# A fake source. Record i: 12 leads in PTB-XL order, 250 Hz, value = i/10 + lead/100 + a slow sine
+# (offsets small enough for float16 to keep the sine's shape).
 # Special records exercise every reject reason and the padding.
 FAKE_SOURCE = """
 import os, time
@@ -51,7 +52,7 @@ class FakeReader(Reader):
         i = int(entry["id"][1:])
         n = 500 if i != 13 else 250  # record 13 is 1 s long -> padded
         t = np.arange(n) / 250
-        data = np.stack([i + k / 100 + 0.1 * np.sin(2 * np.pi * 1.0 * t) for k in range(12)])
+        data = np.stack([i / 10 + k / 100 + 0.1 * np.sin(2 * np.pi * 1.0 * t) for k in range(12)])
         if i == 3:
             data[2, 10] = np.nan
         if i == 5:
@@ -115,14 +116,14 @@ def test_prepare_values_rejects_and_manifest(tmp_path):
     assert m.loc[m.id == "r013", "orig_length"].item() == 250 and m.orig_rate.eq(250.0).all()
     assert m.loc[m.id == "r012", "labels_t"].item().tolist() == ["a"]
     assert st.meta["tasks"] == {"t": ["a", "b"]} and st.meta["n_samples"] == 200
-    # values: record 20, canonical lead aVF is source lead AVF (index 5) = 20.05 + sine (interior)
+    # values: record 20, canonical lead aVF is source lead AVF (index 5) = 2.05 + sine (interior)
     k = list(m.id).index("r020")
     x, length = st.signal(k)
     t = np.arange(200) / 100
-    expected = 20 + 5 / 100 + 0.1 * np.sin(2 * np.pi * t)
-    np.testing.assert_allclose(x[sig.CANONICAL_LEADS.index("aVF"), 20:180], expected[20:180], atol=0.02)
+    expected = 2 + 5 / 100 + 0.1 * np.sin(2 * np.pi * t)
+    np.testing.assert_allclose(x[sig.CANONICAL_LEADS.index("aVF"), 20:180], expected[20:180], atol=0.003)
     np.testing.assert_allclose(
-        x[sig.CANONICAL_LEADS.index("aVL"), 20:180], expected[20:180] - 0.01, atol=0.02
+        x[sig.CANONICAL_LEADS.index("aVL"), 20:180], expected[20:180] - 0.01, atol=0.003
     )
     x13, n13 = st.signal(list(m.id).index("r013"))
     assert n13 == 100 and np.all(x13[:, 100:] == 0)

@@ -82,6 +82,8 @@ def test_named_configs_pin_the_paper_setup():
         p.loss.soft_duplicates is False and PretrainConfig().loss.soft_duplicates is False
     )  # the paper's targets
     assert load_config("melp-tiny").loss.soft_duplicates is True  # the CPU recipe's documented deviation
+    t = load_config("melp-tiny")  # the recipe trains the registered melp-tiny as it is
+    assert t.model.name == "melp-tiny" and t.model.overrides == {}
     assert (p.data.batch_size, p.trainer.devices, p.trainer.precision) == (64, 4, "bf16-mixed")
     assert p.model.name == "melp-small" and p.model.text == "fuyingw/heart_bert"
     t = load_config("melp-tiny")
@@ -220,7 +222,6 @@ def store(tmp_path_factory):
 
 def _cfg(store: Path, out: Path, *extra: str) -> PretrainConfig:
     cfg = load_config("melp-tiny")
-    cfg.model.overrides = {}  # the tiny test model as registered (melp-tiny's CPU tuning does not apply)
     return apply_overrides(
         cfg,
         [

@@ -16,6 +16,7 @@ import sys
 # as one line by `main`; anything else is a bug and keeps its traceback
 USER_ERRORS = (
     FileNotFoundError,
+    FileExistsError,
     NotADirectoryError,
     IsADirectoryError,
     PermissionError,
@@ -33,10 +34,16 @@ _AREAS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``melp zeroshot: error: argument --n-boot: ...``), like
+    every other user error; the full usage stays in ``--help``. Sub-command parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="melp", description="MELP: multi-scale ECG-language pretraining and evaluation."
-    )
+    parser = _Parser(prog="melp", description="MELP: multi-scale ECG-language pretraining and evaluation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name, _ in _AREAS:

@@ -5,8 +5,20 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
-__all__ = ["positive_float", "int_at_least", "unit_fraction", "open_fraction", "nonneg_float", "lead_list"]
+__all__ = [
+    "HelpFormatter",
+    "positive_float",
+    "int_at_least",
+    "unit_fraction",
+    "open_fraction",
+    "nonneg_float",
+    "lead_list",
+    "device",
+    "output_folder",
+    "output_file",
+]
 
 
 def _number(text: str) -> float:
@@ -76,3 +88,87 @@ def lead_list(text: str) -> list[str]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def device(text: str) -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked before any
+    work: a misspelled name or an absent GPU is a usage error, not a traceback after loading."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA GPU (use --device cpu)")
+        if dev.index is not None and dev.index >= n:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {n} CUDA GPU(s) (cuda:0 .. cuda:{n - 1})"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine (use --device cpu)")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use cpu, cuda, cuda:N or mps")
+    return text
+
+
+def _no_file_above(path: Path, text: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+            return
+
+
+def output_folder(text: str) -> str:
+    """An output folder: absent (it is created) or an existing folder, never an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; --out needs a folder")
+    _no_file_above(path, text)
+    return text
+
+
+def output_file(*suffixes: str):
+    """An output file with one of ``suffixes`` (a factory: ``type=output_file(".parquet", ".npy")``),
+    not an existing folder."""
+
+    def parse(text: str) -> str:
+        path = Path(text)
+        if path.suffix not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"{text}: use a {' or '.join(suffixes)} suffix (e.g. emb{suffixes[0]})"
+            )
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+        _no_file_above(path, text)
+        return text
+
+    parse.__name__ = f"file ({', '.join(suffixes)})"
+    return parse
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless the help text already says it or there is none
+    (None, False); options without help text get one from their default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            default not in (None, False, argparse.SUPPRESS)
+            and default != []
+            and "default" not in text
+            and action.option_strings
+            and action.nargs != 0
+        ):
+            shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+            shown = shown.replace("%", "%%")
+            text = f"{text} (default: {shown})" if text else f"default: {shown}"
+        return text
+
+
+class RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that keeps the description and epilog as written (tables, lists)."""

@@ -315,7 +315,7 @@ def require_training_extra() -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``demo`` on the ``melp`` parser."""
-    from melp.cli_args import int_at_least
+    from melp.cli_args import HelpFormatter, int_at_least
 
     p = sub.add_parser(
         "demo",
@@ -323,7 +323,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Prepare a store, adapt the text model (masked LM), pretrain melp-tiny on folds 1-8 "
         "(checkpoint chosen on --select-fold), evaluate on --test-fold. Writes OUT/store, OUT/text_lm, "
         "OUT/pretrain (checkpoints, best_model), evaluation JSON/CSV, OUT/figures/*.png and OUT/summary.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="melp-demo", help="output folder")
     p.add_argument("--root", default=None, help="another PTB-XL root (default: the repo's data/ptbxl-mini)")

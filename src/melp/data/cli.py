@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from melp.cli_args import int_at_least, positive_float
+from melp.cli_args import RawHelpFormatter, int_at_least, nonneg_float, positive_float
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def add_commands(subparsers) -> None:
         "Resumable (rerun after an interruption) and idempotent. `melp prepare SOURCE --help` lists "
         "the options of one source.",
         epilog="sources:\n" + "\n".join(f"  {n:<10} {c.description}" for n, c in readers.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawHelpFormatter,
     )
     sources = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
     for name, cls in readers.items():
@@ -49,7 +49,7 @@ def add_commands(subparsers) -> None:
             help=cls.description.replace("%", "%%"),
             description=f"Prepare a store from {cls.description}.",
             epilog=f"source options (-o KEY=VALUE):\n{cls.options_help()}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=RawHelpFormatter,
         )
         _prepare_arguments(q)
         q.set_defaults(func=_run_prepare)
@@ -86,6 +86,12 @@ def _prepare_arguments(p: argparse.ArgumentParser) -> None:
         "Default: reject them (a fully flat record is always rejected)",
     )
     p.add_argument(
+        "--min-seconds",
+        type=nonneg_float,
+        default=1.0,
+        help="reject records with less signal than this, in seconds (default 1; 0 keeps every length)",
+    )
+    p.add_argument(
         "--chunk-size", type=int_at_least(1), default=256, help="records per resumable chunk (default 256)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,32 +107,37 @@ def _prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    """Errors (bad options, stores in the way, missing tables) propagate to ``melp.cli.main``, which
+    prints them as one line like every other command's."""
     from melp.data.readers import get_reader
-    from melp.data.store import StoreError, prepare
+    from melp.data.readers.base import Option
+    from melp.data.store import prepare
 
-    extra = dict(args.option)
     flags = {"allow_missing_leads": args.allow_missing_leads, "allow_flat_leads": args.allow_flat_leads}
-    for key in _STORE_OPTIONS:
+    keys = [k for k, _ in args.option]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"option(s) {', '.join(twice)} given twice with -o; give each once")
+    extra = dict(args.option)
+    for key in _STORE_OPTIONS:  # typed like every option: "ture" is an error, not false
         if key in extra:
-            flags[key] = flags[key] or str(extra.pop(key)).strip().lower() in ("1", "true", "yes")
-    try:
-        get_reader(args.source).check_options(extra)  # before any file is read
-        counts = prepare(
-            args.source,
-            args.root,
-            args.out,
-            rate=args.rate,
-            seconds=args.seconds,
-            workers=args.workers,
-            chunk_size=args.chunk_size,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            **flags,
-            **extra,
-        )
-    except (StoreError, FileNotFoundError, ValueError) as err:
-        log.error("%s", err)
-        return 1
+            value = Option(bool, False, "").coerce(key, extra.pop(key), "prepare")
+            flags[key] = flags[key] or value
+    get_reader(args.source).check_options(extra)  # before any file is read
+    counts = prepare(
+        args.source,
+        args.root,
+        args.out,
+        rate=args.rate,
+        seconds=args.seconds,
+        workers=args.workers,
+        chunk_size=args.chunk_size,
+        overwrite=args.overwrite,
+        min_seconds=args.min_seconds,
+        progress=not args.no_progress,
+        **flags,
+        **extra,
+    )
     print(
         f"{args.out}: kept {counts['kept']}, rejected {counts['rejected']}, missing files {counts['missing']}"
     )
@@ -134,13 +145,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from melp.data.store import StoreError, verify_store
+    from melp.data.store import verify_store
 
-    try:
-        res = verify_store(args.store, progress=not args.no_progress)
-    except StoreError as err:
-        log.error("%s", err)
-        return 1
+    res = verify_store(args.store, progress=not args.no_progress)  # StoreError: one line (melp.cli)
     if res["ok"]:
         print(f"{args.store}: intact ({', '.join(res['files'])} match meta.json)")
         return 0
@@ -149,6 +156,6 @@ def _run_verify(args: argparse.Namespace) -> int:
     if res["bad_records"]:
         shown = ", ".join(res["bad_records"][:10])
         more = f" (+{len(res['bad_records']) - 10} more)" if len(res["bad_records"]) > 10 else ""
-        print(f"  records in damaged chunks {res['bad_chunks']}: {shown}{more}")
+        print(f"  damaged records (chunks {res['bad_chunks']}): {shown}{more}")
     print("  rebuild it with `melp prepare ... --overwrite`")
     return 1

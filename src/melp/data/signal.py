@@ -13,13 +13,14 @@ Decisions (documented here once):
   and reports which were filled (the store rejects records with fewer than 12 leads unless told).
 * Resampling uses an anti-aliased polyphase filter (``scipy.signal.resample_poly``) with a
   rational approximation of ``rate_out / rate_in`` (denominator <= 1000, so 257 Hz -> 100 Hz is
-  exact: up 100, down 257).
+  exact: up 100, down 257; up to 10000 when that is not within 1e-6, e.g. 499.7 Hz).
 * Crop keeps the **first** samples (as the reference does); pad appends zeros at the end. The
   valid length is returned so that normalisation and models can ignore the padding.
 """
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -99,11 +100,21 @@ def reorder_leads(
     return out, absent
 
 
-def resample_ratio(rate_in: float, rate_out: float, max_denominator: int = 1000) -> tuple[int, int]:
-    """``(up, down)`` with ``up / down`` ~= ``rate_out / rate_in`` (exact for integer rates <= 1000)."""
-    if rate_in <= 0 or rate_out <= 0:
+def resample_ratio(
+    rate_in: float, rate_out: float, max_denominator: int = 10_000, tolerance: float = 1e-6
+) -> tuple[int, int]:
+    """``(up, down)`` with ``up / down`` ~= ``rate_out / rate_in``.
+
+    The simplest fraction with a denominator <= 1000 whose relative error is at most ``tolerance``
+    (exact for integer rates <= 1000: 257 -> 100 Hz is up 100, down 257); when there is none (e.g.
+    499.7 -> 500 Hz, exactly 5000/4997), the closest with a denominator <= ``max_denominator``.
+    Without this second step 499.7 Hz would be read as 500 Hz: a 0.04 % error of every interval."""
+    if not (rate_in > 0 and rate_out > 0) or not (math.isfinite(rate_in) and math.isfinite(rate_out)):
         raise ValueError(f"sampling rates must be positive (got {rate_in} -> {rate_out})")
-    frac = Fraction(float(rate_out) / float(rate_in)).limit_denominator(max_denominator)
+    target = Fraction(float(rate_out) / float(rate_in))
+    frac = target.limit_denominator(1000)
+    if abs(frac / target - 1) > tolerance:
+        frac = target.limit_denominator(max(max_denominator, 1000))
     return frac.numerator, frac.denominator
 
 

@@ -10,17 +10,30 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from melp.cli_args import int_at_least, lead_list, nonneg_float, open_fraction, positive_float, unit_fraction
+from melp.cli_args import (
+    HelpFormatter,
+    device,
+    int_at_least,
+    lead_list,
+    nonneg_float,
+    open_fraction,
+    output_file,
+    output_folder,
+    positive_float,
+    unit_fraction,
+)
 
 log = logging.getLogger("melp.eval")
 
 
-def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, out_required: bool = True, out_type=output_folder) -> None:
     p.add_argument("--model", required=True, help="saved model folder (save_pretrained) or hub id")
     p.add_argument("--data", required=True, help="store folder written by `melp prepare`")
-    p.add_argument("--out", required=out_required, help="output folder")
-    p.add_argument("--batch-size", type=int_at_least(1), default=128)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--out", required=out_required, type=out_type, help="output folder")
+    p.add_argument("--batch-size", type=int_at_least(1), default=128, help="records per forward pass")
+    p.add_argument(
+        "--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
     p.add_argument(
         "--normalize",
         default=None,
@@ -61,7 +74,9 @@ def _save_option(p: argparse.ArgumentParser) -> None:
 
 
 def _fold_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="task name in the store (e.g. super_class, icbeb)")
+    p.add_argument(
+        "--task", nargs="+", required=True, help="task name(s) in the store (e.g. super_class icbeb)"
+    )
     p.add_argument(
         "--fractions",
         type=unit_fraction,
@@ -79,7 +94,9 @@ def _fold_options(p: argparse.ArgumentParser) -> None:
         help="without val folds: share of training patients held out for early stopping",
     )
     p.add_argument("--n-boot", type=int_at_least(0), default=1000, help="bootstrap resamples (0 = off)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--seed", type=int, default=42, help="seed of the label draws, the validation split and the head"
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -124,6 +141,7 @@ def _zeroshot(args: argparse.Namespace) -> int:
     if _text_missing(model, args):
         return 2
     rows = _rows(args, store)
+    _check_zeroshot_tasks(store, args.task, args.prompts)  # every task and prompt before any output
     for task in args.task:
         res = run_zeroshot(
             model,
@@ -145,6 +163,18 @@ def _zeroshot(args: argparse.Namespace) -> int:
             f"max-F1 {res['macro_f1']:.4f}  n={res['n']}"
         )
     return 0
+
+
+def _check_zeroshot_tasks(store: Any, tasks: list[str], prompts: str | None) -> None:
+    """KeyError/ValueError (one line) for a task the store lacks or a class without a prompt, raised
+    before the first task writes its results (no partial outputs)."""
+    from melp.data.tasks import resolve_task
+    from melp.eval.prompts import load_prompts, prompts_for
+
+    table = load_prompts(prompts)
+    for task in tasks:
+        name = resolve_task(store, task)
+        prompts_for(store.tasks[name], table, name)
 
 
 def _splits(args: argparse.Namespace, store: Any):
@@ -174,6 +204,13 @@ def _random_twin(model, seed: int):
     return twin.to(next(model.parameters()).device).eval()
 
 
+def _save_dir(args: argparse.Namespace, task: str) -> str | None:
+    """``--save DIR`` for one task (``DIR/<task>`` when several tasks are evaluated)."""
+    if not args.save:
+        return None
+    return args.save if len(args.task) == 1 else str(Path(args.save) / task)
+
+
 def _probe(args: argparse.Namespace) -> int:
     from melp.eval.probe import HeadConfig, run_probe
 
@@ -183,36 +220,26 @@ def _probe(args: argparse.Namespace) -> int:
     cfg = HeadConfig(
         lr=args.lr, weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience, seed=args.seed
     )
-    res = run_probe(
-        model,
-        store,
-        args.task,
-        _splits(args, store),
-        tuple(args.fractions or (0.01, 0.1, 1.0)),
-        out=args.out,
-        config=cfg,
-        n_boot=args.n_boot,
-        batch_size=args.batch_size,
-        normalize=args.normalize,
-        leads=args.leads,
-        name="probe_random" if args.random_init else "probe",
-        save=args.save,
-    )
-    for frac, r in res["fractions"].items():
-        print(
-            f"probe {res['task']} {float(frac) * 100:g}% (n={r['n_train']}): test macro AUROC "
-            f"{r['macro_auroc']:.4f} (best epoch {r['best_epoch']})"
-        )
-    _print_saved(args, res)
+    splits = _splits(args, store)
+    for task in args.task:
+        res = run_probe(
+            model, store, task, splits, tuple(args.fractions or (0.01, 0.1, 1.0)), out=args.out, config=cfg,
+            n_boot=args.n_boot, batch_size=args.batch_size, normalize=args.normalize, leads=args.leads,
+            name="probe_random" if args.random_init else "probe", save=_save_dir(args, task),
+        )  # fmt: skip
+        for frac, r in res["fractions"].items():
+            print(
+                f"probe {res['task']} {float(frac) * 100:g}% (n={r['n_train']}): test macro AUROC "
+                f"{r['macro_auroc']:.4f} (best epoch {r['best_epoch']})"
+            )
+        _print_saved(_save_dir(args, task), res)
     return 0
 
 
-def _print_saved(args: argparse.Namespace, res: dict) -> None:
-    if args.save:
+def _print_saved(save: str | None, res: dict) -> None:
+    if save:
         frac = max(float(f) for f in res["fractions"])
-        print(
-            f"saved the {frac * 100:g}% classifier to {args.save} (use: melp predict --model {args.save} ...)"
-        )
+        print(f"saved the {frac * 100:g}% classifier to {save} (use: melp predict --model {save} ...)")
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -231,23 +258,18 @@ def _finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         normalize=args.normalize,
     )
-    res = run_finetune(
-        model,
-        store,
-        args.task,
-        _splits(args, store),
-        tuple(args.fractions or (1.0,)),
-        out=args.out,
-        config=cfg,
-        n_boot=args.n_boot,
-        name="finetune_random" if args.random_init else "finetune",
-        save=args.save,
-    )
-    for frac, r in res["fractions"].items():
-        print(
-            f"{res['method']} {res['task']} {float(frac) * 100:g}%: test macro AUROC {r['macro_auroc']:.4f}"
-        )
-    _print_saved(args, res)
+    splits = _splits(args, store)
+    for task in args.task:
+        res = run_finetune(
+            model, store, task, splits, tuple(args.fractions or (1.0,)), out=args.out, config=cfg,
+            n_boot=args.n_boot, name="finetune_random" if args.random_init else "finetune",
+            save=_save_dir(args, task),
+        )  # fmt: skip
+        for frac, r in res["fractions"].items():
+            print(
+                f"{res['method']} {res['task']} {float(frac) * 100:g}%: test macro AUROC {r['macro_auroc']:.4f}"
+            )
+        _print_saved(_save_dir(args, task), res)
     return 0
 
 
@@ -373,9 +395,48 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the evaluation sub-commands on the ``melp`` parser."""
-    p = sub.add_parser("zeroshot", help="zero-shot classification with class prompts")
+_FMT = HelpFormatter
+
+# command -> (one-line help, description: what it does and what it writes)
+_COMMANDS = {
+    "zeroshot": ("zero-shot classification with class prompts",
+                 "Cosine scores of the ECG latents against prompt-ensemble class embeddings. Writes, per task, "
+                 "OUT/zeroshot_<task>.json (macro AUROC, max-F1, accuracy, bootstrap CIs), _per_class.csv, "
+                 "_scores.csv and _roc.png."),
+    "probe": ("linear probe on the frozen encoder (1/10/100%% labels)",
+              "A linear head on the frozen probe embedding, early-stopped on the validation AUROC. Writes, per "
+              "task and fraction, OUT/probe_<task>_<pct>pct.json/.csv/_roc.png and OUT/probe_<task>.json."),
+    "finetune": ("full fine-tuning (encoder unfrozen) with a linear head",
+                 "Writes, per task and fraction, OUT/finetune_<task>_<pct>pct.json/.csv/_roc.png and "
+                 "OUT/finetune_<task>.json."),
+    "predict": ("score a store or one raw record with a classifier saved by probe/finetune --save",
+                "Per-class probabilities and decisions (thresholds at max F1 on the validation portion of the "
+                "saving run). A single record may have any lead order and rate: it goes through the model's own "
+                "preprocessing (reorder, resample, crop/pad, normalise). Writes --out (CSV) when given."),
+    "retrieve": ("ECG<->report retrieval: recall@1/5/10, median rank",
+                 "Identical reports are merged into one candidate. Writes OUT/retrieval.json."),
+    "generate": ("generate reports; BLEU-4 and ROUGE-L against the true reports",
+                 "Writes OUT/generation.csv (id, report, generated) and OUT/generation.json."),
+    "identify": ("patient identification with rhythm embeddings (top-1/5 recall)",
+                 "One record per patient in the gallery, the others are probes. Writes "
+                 "OUT/patient_identification.json."),
+    "embed": ("export rhythm/beat/probe embeddings to .parquet or .npy",
+              "Writes --out (a .parquet or .npy file, chosen by the suffix; never pickled)."),
+    "benchmark": ("the paper's evaluation suite (zero-shot on six sets, probes at 1/10/100 %%) in one command",
+                  "Zero-shot on PTB-XL super/sub/form/rhythm, CPSC 2018 and Chapman (published test splits) and "
+                  "linear probes at 1/10/100 %% of the labels (1 %% and 10 %% over --draws label draws). Test "
+                  "sets are checked against the published sizes. Writes OUT/results.json, results.csv, "
+                  "results.md (the paper's layout with published numbers beside ours), benchmark.png and every "
+                  "evaluation's own files under OUT/zeroshot and OUT/probe."),
+}  # fmt: skip
+
+
+def _parser(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    help_, description = _COMMANDS[name]
+    return sub.add_parser(name, help=help_, description=description, formatter_class=_FMT)
+
+
+def _add_zeroshot(p: argparse.ArgumentParser) -> None:
     _common(p)
     _portion(p)
     _leads_option(p)
@@ -390,41 +451,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     p.set_defaults(func=_zeroshot)
 
-    p = sub.add_parser("probe", help="linear probe on the frozen encoder (1/10/100%% labels)")
+
+def _add_probe(p: argparse.ArgumentParser) -> None:
     _common(p)
     _fold_options(p)
     _leads_option(p)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
-    p.add_argument("--epochs", type=int_at_least(1), default=100)
-    p.add_argument("--patience", type=int_at_least(1), default=5)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="head learning rate")
+    p.add_argument("--weight-decay", type=nonneg_float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--epochs", type=int_at_least(1), default=100, help="at most this many epochs")
+    p.add_argument("--patience", type=int_at_least(1), default=5, help="epochs without a better val AUROC")
     p.add_argument("--random-init", action="store_true", help="baseline: same architecture, random weights")
     _save_option(p)
     p.set_defaults(func=_probe)
 
-    p = sub.add_parser("finetune", help="full fine-tuning (encoder unfrozen) with a linear head")
+
+def _add_finetune(p: argparse.ArgumentParser) -> None:
     _common(p)
     _fold_options(p)
     p.add_argument("--lr", type=positive_float, default=1e-3, help="head learning rate")
-    p.add_argument("--lr-encoder", type=positive_float, default=1e-4)
-    p.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
-    p.add_argument("--epochs", type=int_at_least(1), default=20)
-    p.add_argument("--patience", type=int_at_least(1), default=3)
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help="baseline: train the same architecture from random weights (fully supervised)",
-    )
+    p.add_argument("--lr-encoder", type=positive_float, default=1e-4, help="encoder learning rate")
+    p.add_argument("--weight-decay", type=nonneg_float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--epochs", type=int_at_least(1), default=20, help="at most this many epochs")
+    p.add_argument("--patience", type=int_at_least(1), default=3, help="epochs without a better val AUROC")
+    p.add_argument("--random-init", action="store_true",
+                   help="baseline: train the same architecture from random weights (fully supervised)")  # fmt: skip
     _save_option(p)
     p.set_defaults(func=_finetune, batch_size=64)
 
-    p = sub.add_parser(
-        "predict",
-        help="score a store or one raw record with a classifier saved by probe/finetune --save",
-        description="Per-class probabilities and decisions (thresholds at max F1 on the validation "
-        "portion of the saving run). A single record may have any lead order and rate: it goes "
-        "through the model's own preprocessing (reorder, resample, crop/pad, normalise).",
-    )
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="classifier folder (melp probe/finetune --save DIR)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="store folder written by `melp prepare`")
@@ -436,55 +491,49 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--npy-rate", type=positive_float, default=None, help=".npy without sidecar: its sampling rate in Hz"
     )
     _leads_option(p)
-    p.add_argument("--out", default=None, help="CSV file for id, p_<class>..., pred_<class>...")
-    p.add_argument("--batch-size", type=int_at_least(1), default=128)
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument(
+        "--out", type=output_file(".csv"), default=None, help="CSV file for id, p_<class>..., pred_<class>..."
+    )
+    p.add_argument("--batch-size", type=int_at_least(1), default=128, help="records per forward pass")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, ... (default: cuda if available)")
     _portion(p)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("retrieve", help="ECG<->report retrieval: recall@1/5/10, median rank")
-    _common(p)
-    _portion(p)
-    p.set_defaults(func=_retrieve)
 
-    p = sub.add_parser("generate", help="generate reports; BLEU-4 and ROUGE-L against the true reports")
+def _add_plain(func):
+    def add(p: argparse.ArgumentParser) -> None:
+        _common(p)
+        _portion(p)
+        p.set_defaults(func=func)
+
+    return add
+
+
+def _add_generate(p: argparse.ArgumentParser) -> None:
     _common(p)
     _portion(p)
-    p.add_argument("--strategy", default="beam", choices=["beam", "greedy", "top_k", "top_p"])
     p.add_argument(
-        "--max-length",
-        type=int_at_least(3),
-        default=None,
-        help="generated tokens at most (default: melp.models.generation.MAX_LENGTH = 64)",
+        "--strategy", default="beam", choices=["beam", "greedy", "top_k", "top_p"], help="decoding"
     )
+    p.add_argument("--max-length", type=int_at_least(3), default=None,
+                   help="generated tokens at most (default: melp.models.generation.MAX_LENGTH = 64)")  # fmt: skip
     p.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N records")
     p.set_defaults(func=_generate, batch_size=32)
 
-    p = sub.add_parser("identify", help="patient identification with rhythm embeddings (top-1/5 recall)")
-    _common(p)
-    _portion(p)
-    p.set_defaults(func=_identify)
 
-    p = sub.add_parser("embed", help="export rhythm/beat/probe embeddings to .parquet or .npy")
-    _common(p)
+def _add_embed(p: argparse.ArgumentParser) -> None:
+    _common(p, out_type=output_file(".parquet", ".npy"))
     _portion(p)
     _leads_option(p)
     p.set_defaults(func=_embed)
 
-    p = sub.add_parser(
-        "benchmark",
-        help="the paper's evaluation suite (zero-shot on six sets, probes at 1/10/100 %%) in one command",
-        description="Zero-shot on PTB-XL super/sub/form/rhythm, CPSC 2018 and Chapman (published test splits) "
-        "and linear probes at 1/10/100 %% of the labels (1 %% and 10 %% over --draws label draws). Test sets "
-        "are checked against the published sizes. Writes OUT/results.json, results.csv, results.md (the "
-        "paper's layout with published numbers beside ours), benchmark.png and every evaluation's own files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+
+def _add_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="saved model folder or hub id")
     p.add_argument("--ptbxl", default=None, help="PTB-XL store (fold 10 = test; PTB-XL mini: fold 9)")
     p.add_argument("--cpsc", default=None, help="CPSC 2018 store (melp prepare cpsc)")
     p.add_argument("--chapman", default=None, help="Chapman / CSN store (melp prepare chapman)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder")
     p.add_argument(
         "--draws", type=int_at_least(1), default=3, help="label draws of the 1 %% and 10 %% probes"
     )
@@ -500,13 +549,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=5.0,
         help="seconds of each CPSC record kept (the paper: 5)",
     )
+    _leads_option(p)
+    p.add_argument("--batch-size", type=int_at_least(1), default=128, help="records per forward pass")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument(
-        "--leads", type=lead_list, default=None, help="evaluate with only these leads, e.g. I,II,V2"
+        "--figure-format", nargs="+", choices=["png", "pdf", "svg"], default=["png"], help="figure files"
     )
-    p.add_argument("--batch-size", type=int_at_least(1), default=128)
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--figure-format", nargs="+", choices=["png", "pdf", "svg"], default=["png"])
     p.set_defaults(func=_benchmark)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the evaluation sub-commands on the ``melp`` parser."""
+    builders = {
+        "zeroshot": _add_zeroshot, "probe": _add_probe, "finetune": _add_finetune, "predict": _add_predict,
+        "retrieve": _add_plain(_retrieve), "generate": _add_generate, "identify": _add_plain(_identify),
+        "embed": _add_embed, "benchmark": _add_benchmark,
+    }  # fmt: skip
+    for name, add in builders.items():
+        add(_parser(sub, name))
 
 
 def _benchmark(args: argparse.Namespace) -> int:

@@ -84,6 +84,31 @@ def _standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 1e-8, std, 1.0)
 
 
+def _head_epoch(
+    head, opt, xt: torch.Tensor, yt: torch.Tensor, cfg: HeadConfig, gen: torch.Generator
+) -> float:
+    """One epoch of BCE steps on shuffled minibatches; returns the mean training loss.
+
+    An "epoch" is at least ``min_steps_per_epoch`` minibatches (whole shuffled passes), so that tiny
+    label fractions (1 % = a dozen records) still get enough optimiser steps."""
+    head.train()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    per_pass = math.ceil(len(xt) / cfg.batch_size)
+    n_steps = max(per_pass, cfg.min_steps_per_epoch)
+    perm = torch.cat([torch.randperm(len(xt), generator=gen) for _ in range(math.ceil(n_steps / per_pass))])
+    total, seen = 0.0, 0
+    for step in range(n_steps):
+        p = step % per_pass
+        idx = perm[(step // per_pass) * len(xt) :][p * cfg.batch_size : (p + 1) * cfg.batch_size]
+        loss = loss_fn(head(xt[idx]), yt[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+    return total / seen
+
+
 def train_linear_head(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -102,9 +127,8 @@ def train_linear_head(
     """
     cfg = config or HeadConfig()
     gen = torch.Generator().manual_seed(cfg.seed)
-    mean, std = (
-        _standardizer(x_train) if cfg.standardize else (np.zeros(x_train.shape[1]), np.ones(x_train.shape[1]))
-    )
+    d = x_train.shape[1]
+    mean, std = _standardizer(x_train) if cfg.standardize else (np.zeros(d), np.ones(d))
     xt = torch.from_numpy(((x_train - mean) / std).astype(np.float32))
     yt = torch.from_numpy(y_train.astype(np.float32))
     xv = torch.from_numpy(((x_val - mean) / std).astype(np.float32))
@@ -114,34 +138,16 @@ def train_linear_head(
         head.bias.zero_()
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.min_lr)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     stopper = EarlyStopping(cfg.patience)
     history = []
     for epoch in range(1, cfg.epochs + 1):
-        head.train()
-        # an "epoch" is at least min_steps_per_epoch minibatches (whole shuffled passes), so that
-        # tiny label fractions (1 % = a dozen records) still get enough optimiser steps
-        n_steps = max(math.ceil(len(xt) / cfg.batch_size), cfg.min_steps_per_epoch)
-        per_pass = math.ceil(len(xt) / cfg.batch_size)
-        perm = torch.cat(
-            [torch.randperm(len(xt), generator=gen) for _ in range(math.ceil(n_steps / per_pass))]
-        )
-        total, seen = 0.0, 0
-        for step in range(n_steps):
-            p = step % per_pass
-            idx = perm[(step // per_pass) * len(xt) :][p * cfg.batch_size : (p + 1) * cfg.batch_size]
-            loss = loss_fn(head(xt[idx]), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
+        loss = _head_epoch(head, opt, xt, yt, cfg, gen)
         sched.step()
         head.eval()
         with torch.no_grad():
             val_scores = torch.sigmoid(head(xv)).numpy()  # D18: sigmoid, not softmax
         auc = macro_auroc(y_val, val_scores)
-        history.append({"epoch": epoch, "train_loss": total / seen, "val_macro_auroc": auc})
+        history.append({"epoch": epoch, "train_loss": loss, "val_macro_auroc": auc})
         if stopper.step(epoch, auc, head.state_dict()):
             break
     head.load_state_dict(stopper.best_state)
@@ -158,6 +164,38 @@ def predict_head(head: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         xs = (torch.from_numpy(x.astype(np.float32)) - head.feat_mean) / head.feat_std
         return torch.sigmoid(head(xs)).double().numpy()
+
+
+def _probe_data(model, store, task, splits, bank, batch_size, normalize, leads) -> dict[str, Any]:
+    """Features and labels of the labelled train/val/test records (one pass through the encoder)."""
+    from melp.data.datasets import DownstreamDataset
+
+    if bank is None or not bank.matches(normalize, leads):
+        bank = FeatureBank(model, store, batch_size, normalize, leads=leads)
+    parts = {p: DownstreamDataset(store, task, getattr(splits, p), normalize=bank.normalize, leads=leads)
+             for p in ("train", "val", "test")}  # fmt: skip
+    for p, ds in parts.items():
+        if len(ds) == 0:
+            raise ValueError(
+                f"store {store.path}: no {p} record is labelled for task {task!r} ({splits.description})"
+            )
+    return {
+        "feats": {p: bank.get(ds.rows, "probe") for p, ds in parts.items()},
+        "labels": {p: ds.label_matrix() for p, ds in parts.items()},
+        "classes": parts["test"].classes,
+        "test_ids": store.manifest["id"].iloc[parts["test"].rows].astype(str).tolist(),
+        "sizes": {p: len(ds) for p, ds in parts.items()},
+    }
+
+
+def _save_probe(save, model, head, data, info, meta: dict) -> None:
+    """Keep the classifier (encoder, head, standardiser, val max-F1 thresholds) for `melp predict`."""
+    from melp.eval.classifier import save_classifier
+
+    meta = {**meta, "best_epoch": info["best_epoch"], "best_val_auroc": info["best_val_auroc"]}
+    val_scores = predict_head(head, data["feats"]["val"])
+    save_classifier(save, model, head.weight, head.bias, data["classes"], data["labels"]["val"], val_scores, meta,
+                    head.feat_mean, head.feat_std)  # fmt: skip
 
 
 def run_probe(
@@ -187,7 +225,6 @@ def run_probe(
     the largest fraction there (:func:`melp.eval.classifier.save_classifier`: encoder, head, class
     names, per-class thresholds at max F1 on the validation portion).
     """
-    from melp.data.datasets import DownstreamDataset
     from melp.data.tasks import resolve_task
     from melp.eval.outputs import write_json
     from melp.eval.results import summarise_classification, write_classification
@@ -197,19 +234,8 @@ def run_probe(
     for frac in fractions:
         if not 0 < frac <= 1:
             raise ValueError(f"label fraction must be in (0, 1], got {frac}")
-    if bank is None or not bank.matches(normalize, leads):
-        bank = FeatureBank(model, store, batch_size, normalize, leads=leads)
-    parts = {p: DownstreamDataset(store, task, getattr(splits, p), normalize=bank.normalize, leads=leads)
-             for p in ("train", "val", "test")}  # fmt: skip
-    for p, ds in parts.items():
-        if len(ds) == 0:
-            raise ValueError(
-                f"store {store.path}: no {p} record is labelled for task {task!r} ({splits.description})"
-            )
-    feats = {p: bank.get(ds.rows, "probe") for p, ds in parts.items()}
-    labels = {p: ds.label_matrix() for p, ds in parts.items()}
-    classes = parts["test"].classes
-    ids = store.manifest["id"].iloc[parts["test"].rows].astype(str).tolist()
+    data = _probe_data(model, store, task, splits, bank, batch_size, normalize, leads)
+    feats, labels, classes = data["feats"], data["labels"], data["classes"]
     results: dict[str, Any] = {}
     for frac in progress(fractions, len(fractions), f"{name} {task}", "fraction"):
         sel = fraction_rows(labels["train"], frac, cfg.seed)
@@ -218,53 +244,24 @@ def run_probe(
         )
         scores = predict_head(head, feats["test"])
         extra = {
-            "method": name, "task": task, "fraction": frac, "n_train": int(len(sel)),
-            "n_val": len(parts["val"]), "n_test": len(parts["test"]), "splits": splits.description,
-            "best_epoch": info["best_epoch"], "best_val_auroc": info["best_val_auroc"],
-            "epochs_run": info["epochs_run"],
+            "method": name, "task": task, "fraction": frac, "n_train": int(len(sel)), "n_val": data["sizes"]["val"],
+            "n_test": data["sizes"]["test"], "splits": splits.description, "best_epoch": info["best_epoch"],
+            "best_val_auroc": info["best_val_auroc"], "epochs_run": info["epochs_run"],
         }  # fmt: skip
-        tag = f"{name}_{task}_{frac * 100:g}pct"
         if out is None:
             summary = {**extra, **summarise_classification(labels["test"], scores, classes, n_boot=n_boot)}
         else:
-            summary = write_classification(
-                out, tag, labels["test"], scores, classes, ids=ids, extra=extra, n_boot=n_boot, figure=figure
-            )
+            summary = write_classification(out, f"{name}_{task}_{frac * 100:g}pct", labels["test"], scores, classes,
+                                           ids=data["test_ids"], extra=extra, n_boot=n_boot, figure=figure)  # fmt: skip
         log.info("%s %s %g%%: test macro AUROC %.4f (train %d, best epoch %d)", name, task, frac * 100,
                  summary["macro_auroc"], len(sel), info["best_epoch"])  # fmt: skip
         results[f"{frac:g}"] = summary
         if save is not None and frac == max(fractions):
-            from melp.eval.classifier import save_classifier
-
-            meta = {
-                "method": name,
-                "task": task,
-                "fraction": frac,
-                "splits": splits.description,
-                "test_macro_auroc": summary["macro_auroc"],
-                "best_epoch": info["best_epoch"],
-                "best_val_auroc": info["best_val_auroc"],
-                "n_train": int(len(sel)),
-            }
-            save_classifier(
-                save,
-                model,
-                head.weight,
-                head.bias,
-                classes,
-                labels["val"],
-                predict_head(head, feats["val"]),
-                meta,
-                head.feat_mean,
-                head.feat_std,
-            )
-    combined = {
-        "method": name,
-        "task": task,
-        "splits": splits.description,
-        "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()},
-        "fractions": results,
-    }
+            meta = {"method": name, "task": task, "fraction": frac, "splits": splits.description,
+                    "test_macro_auroc": summary["macro_auroc"], "n_train": int(len(sel))}  # fmt: skip
+            _save_probe(save, model, head, data, info, meta)
+    combined = {"method": name, "task": task, "splits": splits.description,
+                "macro_auroc": {f: r["macro_auroc"] for f, r in results.items()}, "fractions": results}  # fmt: skip
     if out is not None:
         write_json(Path(out) / f"{name}_{task}.json", combined)
     return combined

@@ -1,6 +1,6 @@
 """`melp convert | download | push`: released weights in, melp model folders out, Hub in and out.
 
-Thin wrappers over :mod:`melp.models.convert`, :func:`melp.models.io.fetch_snapshot` and
+Thin wrappers over :mod:`melp.models.convert`, :func:`melp.hub_ids.fetch_snapshot` and
 :mod:`melp.models.hub`; user mistakes print one line and exit with status 2.
 """
 
@@ -55,7 +55,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from melp.models.io import fetch_snapshot
+    from melp.hub_ids import fetch_snapshot
 
     try:
         path = fetch_snapshot(args.repo_id, revision=args.revision, cache_dir=args.cache_dir)

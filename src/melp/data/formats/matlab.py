@@ -60,7 +60,7 @@ def _pick(names: list[str], prefer: str | None, path: Path, what: str) -> str:
     if len(names) == 1:
         return names[0]
     found = ", ".join(names) or "nothing"
-    want = f"a {prefer!r} variable" if prefer else "exactly one variable"
+    want = f"{prefer!r} variable" if prefer else "single variable"
     raise BadRecord(f"bad MATLAB file: {path.name} has no {want} ({what}: {found})")
 
 

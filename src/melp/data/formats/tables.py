@@ -16,10 +16,12 @@ negative or ``Test`` as an unknown split:
 from __future__ import annotations
 
 import codecs
+import csv
 import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "parse_label_cell",
     "is_label_column",
     "parse_split",
+    "parse_int_cell",
     "confined_path",
     "read_text_csv",
     "bad_text_reason",
@@ -57,8 +60,20 @@ def _key(value) -> str:
     return str(value).strip().lower()
 
 
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _number(key: str) -> float | None:
+    try:
+        return float(key)
+    except ValueError:
+        return None
+
+
 def parse_label_cell(value) -> bool | None:
-    """True (positive), False (negative) or None (empty: not labelled); CellError otherwise."""
+    """True (positive), False (negative) or None (empty: not labelled); CellError otherwise.
+
+    Numbers equal to 1 or 0 in any spelling (``1.00``, ``0e0``) count as 1 and 0."""
     key = _key(value)
     if key in POSITIVE:
         return True
@@ -66,13 +81,39 @@ def parse_label_cell(value) -> bool | None:
         return False
     if key in EMPTY:
         return None
+    if _NUMBER.match(key) and _number(key) in (0.0, 1.0):
+        return _number(key) == 1.0
     raise CellError(f"{str(value)!r} is not a label value (use 1/0, true/false or yes/no)")
 
 
 def is_label_column(values: pd.Series) -> bool:
-    """True when every cell is an accepted label spelling and at least one is not empty."""
-    keys = {_key(v) for v in values}
-    return bool(keys - EMPTY) and keys <= POSITIVE | NEGATIVE | EMPTY
+    """Whether a column holds labels: at least one positive or negative spelling, and every other
+    non-empty cell is either such a spelling or, for at most one cell in ten, a number (a label
+    column with a stray ``2`` or ``0.5`` is still a label column, whose bad cells are then rejected
+    row by row, instead of silently turning into metadata and losing its class)."""
+    labels, others = 0, []
+    for v in values:
+        key = _key(v)
+        if key in EMPTY:
+            continue
+        try:
+            parse_label_cell(key)
+            labels += 1
+        except CellError:
+            others.append(key)
+    if not labels:
+        return False
+    return not others or (all(_NUMBER.match(k) for k in others) and 10 * len(others) <= labels)
+
+
+def parse_int_cell(value, column: str) -> int:
+    """An integer id/fold cell (``"123"``, ``" 123 "``, ``"123.0"`` as written by a float column);
+    CellError naming ``column`` for anything else (``"x"``, ``"1.5"``, empty)."""
+    key = _key(value)
+    number = _number(key) if _NUMBER.match(key) else None
+    if number is None or not number.is_integer() or abs(number) > 2**62:
+        raise CellError(f"column {column}: {str(value)!r} is not an integer")
+    return int(number)
 
 
 def parse_split(value) -> str | None:
@@ -125,38 +166,79 @@ def bad_text_reason(text: str) -> str | None:
     return f"bad encoding: report is not valid UTF-8 (byte 0x{byte:02x}); re-save the CSV as UTF-8"
 
 
+def _header_names(path: Path) -> list[str]:
+    """The raw column names of a CSV (its first non-blank row), as written: pandas renames a repeated
+    name (``AF``, ``AF.1``), which would hide it."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        for row in csv.reader(fh):
+            if any(cell.strip() for cell in row):
+                return [cell.strip() for cell in row]
+    return []
+
+
 def read_text_csv(path: Path, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` that marks undecodable bytes (so one bad row can be rejected alone instead
     of failing the whole table); all columns as str unless ``dtype`` is given. A UTF-8 byte-order
-    mark is removed. Raises ValueError naming the file when the table cannot be parsed."""
+    mark is removed, column names are stripped. Raises ValueError naming the file when the table
+    cannot be parsed or names a column twice."""
     kwargs.setdefault("dtype", str)
     kwargs.setdefault("keep_default_na", False)
     try:
+        names = _header_names(path)
         table = pd.read_csv(path, encoding="utf-8-sig", encoding_errors="melp-mark", **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError, csv.Error) as err:
         raise ValueError(f"{path}: cannot parse CSV ({err}); fix the file and rerun") from None
+    dup = sorted({n for n in names if n and names.count(n) > 1})
     table.columns = [str(c).strip() for c in table.columns]
-    dup = table.columns[table.columns.duplicated()].tolist()
+    dup += sorted(set(table.columns[table.columns.duplicated()]) - set(dup))
     if dup:
         raise ValueError(f"{path}: column(s) {dup} appear twice; every column name must be unique")
     return table
 
 
-def drop_duplicates(df: pd.DataFrame, key: str, rejects: list[dict], what: str = "id") -> pd.DataFrame:
+def _comparable(value):
+    """A hashable, NaN-safe form of a cell (label lists become tuples) for comparing duplicates."""
+    if isinstance(value, list | tuple) or (hasattr(value, "tolist") and not isinstance(value, str)):
+        return tuple(value.tolist() if hasattr(value, "tolist") else value)
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value
+
+
+def drop_duplicates(
+    df: pd.DataFrame, key: str, rejects: list[dict], what: str = "id", agree: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Keep the first row of every value of column ``key``; reject each later one
-    (reason ``duplicate <what>: first at <path>``)."""
-    dup = df[key].duplicated(keep="first")
-    if dup.any():
-        first = df.loc[~dup].set_index(key)["path"]
-        for _, row in df.loc[dup].iterrows():
-            rejects.append(
-                {
-                    "id": str(row["id"]),
-                    "file": str(row["path"]),
-                    "reason": f"duplicate {what}: {row[key]} first at {first[row[key]]}",
-                }
-            )
-    return df.loc[~dup].reset_index(drop=True)
+    (reason ``duplicate <what>: VALUE first at PATH``).
+
+    When the rows sharing a value disagree on any column of ``agree`` (split, fold, labels, report:
+    what the record *means*), which row is right is unknown: every one of them is rejected
+    (``conflicting duplicate: ...``), instead of silently keeping one meaning."""
+    df = df.reset_index(drop=True)
+    keys = df[key].astype(str)
+    dup = keys.duplicated(keep=False)
+    if not dup.any():
+        return df
+    drop = np.zeros(len(df), dtype=bool)
+    cols = [c for c in agree if c in df.columns]
+    for value, group in df.loc[dup.to_numpy()].groupby(keys[dup], sort=False):
+        positions = group.index.to_numpy()
+        differ = [c for c in cols if len({_comparable(v) for v in group[c]}) > 1]
+        first = str(group["path"].iloc[0])
+        for n, (_, row) in enumerate(group.iterrows()):
+            if differ:
+                shown = ", ".join(f"{c} {[_comparable(v) for v in group[c]]}" for c in differ)
+                reason = (
+                    f"conflicting duplicate: {what} {value} is listed {len(group)} times with different "
+                    f"{shown}; which one is right is unknown, so every copy is rejected"
+                )
+            elif n == 0:
+                continue
+            else:
+                reason = f"duplicate {what}: {value} first at {first}"
+            drop[positions[n]] = True
+            rejects.append({"id": str(row["id"]), "file": str(row["path"]), "reason": reason})
+    return df.loc[~drop].reset_index(drop=True)
 
 
 def parse_list(value) -> list[str] | None:

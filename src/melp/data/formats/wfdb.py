@@ -2,20 +2,29 @@
 
 The header is parsed here (not by ``wfdb``), so that every source gets the same, checked reading:
 
+* **Header**: UTF-8 (a byte-order mark is dropped; latin-1 fallback, so ``µV`` is never misread
+  as ``V``), any line ends, tabs or spaces. The record line must state the sampling frequency
+  (WFDB's default of 250 Hz is not assumed; ``500/1000(0)`` counter frequencies are fine) and be
+  followed by exactly as many signal lines as it announces (an extra line would shift the
+  interleaving of every signal). Signal files must sit in (or below) the header's folder (no
+  ``..``, no absolute path). An unknown storage format is a ``bad header``.
 * **Units** are honoured per signal: ``mV`` as stored, ``uV``/``µV``/``μV`` x 1e-3, ``V`` x 1e3,
   ``nV`` x 1e-6 (case-insensitive; an empty unit is WFDB's default, mV). ``NU`` (normalised
-  units, e.g. PTB-XL mini) is kept as stored. Any other unit is rejected: it is not a voltage and
-  a silent rescaling would be a wrong result. The header is decoded as UTF-8 (latin-1 fallback),
-  so ``µV`` is never misread as ``V``.
+  units, e.g. PTB-XL mini) is kept as stored, but not mixed with voltages in one record. Any other
+  unit is rejected: it is not a voltage and a silent rescaling would be a wrong result.
 * **Formats** 16, 61, 80, 160, 212, 24 and 32 (one sample per frame, no skew) are decoded with
   NumPy in one read per signal file; other formats (8, 310, 311, FLAC 5xx, several samples per
   frame, skew, multi-segment records) go through ``wfdb.rdrecord`` for the digital values and then
-  through the same gain/baseline/unit conversion. WFDB's invalid-sample value of each format
-  (e.g. -32768 for format 16) becomes NaN (the store rejects the record as non-finite).
+  through the same gain/baseline/unit conversion (several samples per frame: verified on every
+  sample, then the exact mean per frame). WFDB's invalid-sample value of each format (e.g. -32768
+  for format 16; format 8, which stores differences, has none) becomes NaN (the store rejects the
+  record as non-finite).
 * **Signal files ending in ``.mat``** (the PhysioNet/CinC Challenge layout) are read as MATLAB
   containers (:mod:`melp.data.formats.matlab`: v4, v5 incl. compressed, v7.3/HDF5), never at a raw
   byte offset; the matrix orientation is checked against the header (leads x samples; a
-  samples x leads matrix is transposed, anything else is rejected).
+  samples x leads matrix is transposed, anything else is rejected), and its values must be
+  integers (digital samples: fractions mean physical values that the header's gain does not
+  describe).
 * **Integrity**: the file must hold exactly the samples the header announces (a truncated or
   over-long file is rejected), and when the header carries them, each signal's checksum (sum of
   its samples mod 2^16) and initial value are verified (``verify_checksums=False`` skips that). A
@@ -23,7 +32,7 @@ The header is parsed here (not by ``wfdb``), so that every source gets the same,
   verified.
 
 Physical value = (digital - baseline) / gain x unit factor; ``baseline`` defaults to ADC zero,
-gain 0 means WFDB's default 200.
+a gain of 0 (or none) means WFDB's default 200 per mV.
 """
 
 from __future__ import annotations
@@ -67,7 +76,16 @@ _FAST_FORMATS: dict[int, tuple[float, int]] = {
     24: (3, -(2**23)),
     32: (4, -(2**31)),
 }
-_INVALID = {**{f: v for f, (_, v) in _FAST_FORMATS.items()}, 8: -128, 310: -512, 311: -512}
+# WFDB's invalid-sample value per format (format 8 stores first differences and has none)
+_INVALID = {
+    **{f: v for f, (_, v) in _FAST_FORMATS.items()},
+    310: -512,
+    311: -512,
+    508: -128,
+    516: -32768,
+    524: -(2**23),
+}
+_KNOWN_FORMATS = frozenset({0, 8, 16, 24, 32, 61, 80, 160, 212, 310, 311, 508, 516, 524})
 
 _SIG_FORMAT = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
 _GAIN = re.compile(r"^([-+0-9.eE]+)(?:\((-?\d+)\))?(?:/(.*))?$")
@@ -118,10 +136,23 @@ def unit_factor(units: str, lead: str) -> float | None:
 
 
 def _decode(raw: bytes) -> str:
+    """Header text: UTF-8 (a byte-order mark is dropped), else latin-1 (every byte is a character)."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def _check_file_name(name: str, lineno: int) -> None:
+    """A signal file named in a header must lie in (or below) the header's folder."""
+    if name == "~":
+        return
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or ":" in norm.split("/")[0] or ".." in norm.split("/"):
+        raise BadRecord(
+            f"bad header: line {lineno} names the signal file {name!r}, outside the record's folder; "
+            "signal files must sit next to their header"
+        )
 
 
 def parse_header(hea: str | Path) -> Header:
@@ -150,7 +181,10 @@ def parse_header(hea: str | Path) -> Header:
             raise ValueError("needs at least a record name and a signal count")
         multi = "/" in head[0]
         n_sig = int(head[1])
-        fs = float(head[2].split("/")[0].split("(")[0]) if len(head) > 2 else 250.0
+        if len(head) < 3:
+            # WFDB would assume 250 Hz; a rate that is not written is too likely a mistake to guess
+            raise ValueError("no sampling frequency (WFDB's default of 250 Hz is not assumed); add it")
+        fs = float(head[2].split("/")[0].split("(")[0])
         n_samples = int(head[3]) if len(head) > 3 else None
     except ValueError as err:
         raise BadRecord(f"bad header: record line {lines[0]!r}: {err}") from None
@@ -158,8 +192,10 @@ def parse_header(hea: str | Path) -> Header:
         raise BadRecord(f"bad header: record line {lines[0]!r} has a negative count or a non-positive rate")
     if multi:
         return Header(head[0], n_sig, fs, n_samples, [], comments, multi_segment=True)
-    if len(lines) < 1 + n_sig:
-        raise BadRecord(f"bad header: announces {n_sig} signals but has {len(lines) - 1} signal lines")
+    if len(lines) != 1 + n_sig:
+        raise BadRecord(
+            f"bad header: the record line announces {n_sig} signals but {len(lines) - 1} signal lines follow"
+        )
     signals = [_parse_signal(line, k) for k, line in enumerate(lines[1 : 1 + n_sig], start=2)]
     return Header(head[0], n_sig, fs, n_samples, signals, comments)
 
@@ -173,6 +209,8 @@ def _parse_signal(line: str, lineno: int) -> SignalSpec:
         if not m:
             raise ValueError(f"format field {parts[1]!r}")
         fmt, spf, skew, offset = (int(g) if g else d for g, d in zip(m.groups(), (0, 1, 0, 0)))
+        if fmt not in _KNOWN_FORMATS:
+            raise ValueError(f"format field {parts[1]!r}: {fmt} is not a WFDB storage format")
         gain, baseline, units = 200.0, None, "mV"
         if len(parts) > 2:
             g = _GAIN.match(parts[2])
@@ -187,6 +225,7 @@ def _parse_signal(line: str, lineno: int) -> SignalSpec:
         name = parts[8].strip() if len(parts) > 8 else f"signal{lineno - 1}"
     except ValueError as err:
         raise BadRecord(f"bad header: line {lineno} ({line!r}): bad {err}") from None
+    _check_file_name(parts[0], lineno)
     if gain == 0:
         gain = 200.0  # WFDB: an unspecified (0) gain means the default
     if not math.isfinite(gain) or gain < 0:
@@ -285,23 +324,82 @@ def _read_mat(path: Path, specs: list[SignalSpec], n_samples: int | None) -> np.
         )
     if np.issubdtype(arr.dtype, np.integer):
         return arr.astype(np.int64)
-    return arr.astype(np.float64)
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not np.array_equal(arr[finite], np.round(arr[finite])):
+        # a WFDB signal file holds digital (integer) samples; fractions mean physical values were
+        # saved, and dividing them by the header's gain would be off by that factor
+        raise BadRecord(
+            f"bad MATLAB file: {path.name} ({version}) holds non-integer samples; a WFDB signal file "
+            "holds digital values (physical = (digital - baseline) / gain), so its header does not describe "
+            "these numbers"
+        )
+    return arr
 
 
-def _read_with_wfdb(record: Path, header: Header) -> np.ndarray:
-    """Digital samples (L, T) via ``wfdb`` for formats the fast path does not decode."""
+def _read_with_wfdb(record: Path, header: Header, verify: bool) -> np.ndarray:
+    """Digital samples (L, T) float64 via ``wfdb`` for formats the fast path does not decode.
+
+    Signals with several samples per frame are verified on their own samples (the checksum covers
+    every sample), then averaged to one value per frame; a frame holding an invalid sample is NaN."""
     import wfdb
 
     try:
-        rec = wfdb.rdrecord(str(record), physical=False, return_res=64)
+        rec = wfdb.rdrecord(str(record), physical=False, smooth_frames=False, return_res=64)
     except Exception as err:  # wfdb raises many types for damaged files
         raise BadRecord(f"unreadable WFDB record: {type(err).__name__}: {err}") from None
-    d = rec.d_signal  # several samples per frame: wfdb averages them (smooth_frames)
-    if d is None or d.ndim != 2:
+    signals = rec.e_d_signal
+    if not signals or len(signals) != len(header.signals):
         raise BadRecord("no signal: the WFDB record holds no samples")
-    if header.n_samples is not None and d.shape[0] != header.n_samples:
-        raise BadRecord(f"truncated signal: {d.shape[0]} samples, header announces {header.n_samples}")
-    return np.asarray(d, dtype=np.int64).T
+    n = (
+        header.n_samples
+        if header.n_samples is not None
+        else len(signals[0]) // header.signals[0].samples_per_frame
+    )
+    out = np.empty((len(signals), n), dtype=np.float64)
+    placeholders = _placeholders(header.signals)
+    for i, (x, spec) in enumerate(zip(signals, header.signals)):
+        x = np.asarray(x, dtype=np.int64)
+        if len(x) != n * spec.samples_per_frame:
+            raise BadRecord(
+                f"truncated signal: signal {spec.name} has {len(x)} samples, the header announces "
+                f"{n} frames x {spec.samples_per_frame}"
+            )
+        if verify and not placeholders:
+            _verify(x.astype(np.float64), spec)
+        frames = x.reshape(n, spec.samples_per_frame).astype(np.float64)  # (T, samples per frame)
+        invalid = _INVALID.get(spec.fmt)
+        row = frames.mean(axis=1)
+        if invalid is not None:
+            row[(frames == invalid).any(axis=1)] = np.nan
+        out[i] = row
+    return out
+
+
+def _placeholders(specs: list[SignalSpec]) -> bool:
+    """Headers written with placeholder zeros in both fields for every signal record no checksum."""
+    return all((s.init_value or 0) == 0 and (s.checksum or 0) == 0 for s in specs)
+
+
+def _verify(digital: np.ndarray, s: SignalSpec) -> None:
+    """BadRecord when the samples ``digital`` (T,) of signal ``s`` contradict its header checksum
+    (sum mod 2^16) or initial value."""
+    if not len(digital):
+        return
+    if s.checksum is not None and np.all(np.isfinite(digital)):
+        total = int(digital.astype(np.int64).sum())
+        if (total - s.checksum) % 65536:
+            raise BadRecord(
+                f"checksum mismatch: signal {s.name} sums to {total % 65536} (mod 65536), the header "
+                f"says {s.checksum % 65536}; the file is corrupt or does not belong to this header "
+                "(-o verify_checksums=false reads it anyway)"
+            )
+    if s.init_value is not None and np.isfinite(digital[0]) and digital[0] != s.init_value:
+        raise BadRecord(
+            f"checksum mismatch: signal {s.name} starts with {digital[0]:g}, the header's initial "
+            f"value is {s.init_value}; the file is corrupt or does not belong to this header "
+            "(-o verify_checksums=false reads it anyway)"
+        )
 
 
 def _multi_segment(record: Path) -> Signal:
@@ -332,6 +430,12 @@ def read_record(record: str | Path, *, verify_checksums: bool = True) -> Signal:
         raise BadRecord("no signal: the header lists no signals")
     specs = header.signals
     factors = [unit_factor(s.units, s.name) for s in specs]
+    if None in factors and any(f is not None for f in factors):
+        nu = [s.name for s, f in zip(specs, factors) if f is None]
+        raise BadRecord(
+            f"mixed units: signal(s) {', '.join(nu)} in NU (normalised units) next to signals in volts; "
+            "their amplitudes cannot be compared, fix the header"
+        )
     fast = all(s.fmt in _FAST_FORMATS and s.samples_per_frame == 1 and s.skew == 0 for s in specs)
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(specs):
@@ -362,31 +466,16 @@ def read_record(record: str | Path, *, verify_checksums: bool = True) -> Signal:
             digital = np.zeros((len(specs), lengths.pop()), dtype=np.float64)
             for name, idx in groups.items():
                 digital[idx] = parts[name]
-    if digital is None:
-        digital = _read_with_wfdb(record, header).astype(np.float64)
+    if digital is None:  # verified while reading (several samples per frame)
+        digital = _read_with_wfdb(record, header, verify_checksums)
+        return _to_physical(digital, specs, factors, header.fs, False)
     return _to_physical(digital, specs, factors, header.fs, verify_checksums)
 
 
 def _to_physical(digital: np.ndarray, specs, factors, fs: float, verify: bool) -> Signal:
-    n_samples = digital.shape[1]
-    # headers written with placeholder zeros in both fields for every signal record no checksum
-    placeholders = all((s.init_value or 0) == 0 and (s.checksum or 0) == 0 for s in specs)
-    if verify and n_samples and not placeholders:
+    if verify and not _placeholders(specs):
         for i, s in enumerate(specs):
-            if s.checksum is not None and np.all(np.isfinite(digital[i])):
-                total = int(digital[i].astype(np.int64).sum())
-                if (total - s.checksum) % 65536:
-                    raise BadRecord(
-                        f"checksum mismatch: signal {s.name} sums to {total % 65536} (mod 65536), the header "
-                        f"says {s.checksum % 65536}; the file is corrupt or does not belong to this header "
-                        "(-o verify_checksums=false reads it anyway)"
-                    )
-            if s.init_value is not None and digital[i, 0] != s.init_value:
-                raise BadRecord(
-                    f"checksum mismatch: signal {s.name} starts with {digital[i, 0]:g}, the header's initial "
-                    f"value is {s.init_value}; the file is corrupt or does not belong to this header "
-                    "(-o verify_checksums=false reads it anyway)"
-                )
+            _verify(digital[i], s)
     data = np.empty(digital.shape, dtype=np.float64)
     for i, s in enumerate(specs):
         row = (digital[i] - s.baseline) / s.gain

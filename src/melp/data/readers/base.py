@@ -82,8 +82,12 @@ class Option:
                 if isinstance(value, bool):
                     raise ValueError("expected a number")
                 out = float(value)
+                if out != out or out in (float("inf"), float("-inf")):
+                    raise ValueError("expected a finite number")
             else:
-                out = str(value)
+                out = str(value).strip()
+                if not out:
+                    raise ValueError("expected a value (the text after = is empty)")
         except ValueError as err:
             raise ValueError(f"{reader}: option {key}={value!r}: {err}") from None
         if self.choices is not None and out not in self.choices:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from melp.data.formats.tables import CellError, confined_path
+from melp.data.formats.tables import CellError, confined_path, drop_duplicates
 from melp.data.readers.base import WFDB_OPTIONS, Index, Option, Reader, Signal, register_reader
 from melp.data.readers.cinc import read_cinc_mat
 from melp.data.readers.cpsc import find_split_dir, positive_classes, read_split_tables
-from melp.data.readers.generic import drop_duplicate_ids
 
 CHAPMAN_CLASSES = [
     "AQW",
@@ -67,9 +66,13 @@ PATH_PREFIX = "/chapman/"
 
 
 def relative_ecg_path(ecg_path: str) -> str:
-    """``/chapman/WFDBRecords/18/186/JS18048.mat`` -> ``WFDBRecords/18/186/JS18048.mat``."""
-    p = ecg_path.strip()
-    return p[len(PATH_PREFIX) :] if p.startswith(PATH_PREFIX) else p.lstrip("/")
+    """``/chapman/WFDBRecords/18/186/JS18048.mat`` -> ``WFDBRecords/18/186/JS18048.mat`` (also
+    written ``chapman/WFDBRecords/...`` or ``WFDBRecords/...``; backslashes read as ``/``)."""
+    p = ecg_path.strip().replace("\\", "/")
+    for prefix in (PATH_PREFIX, PATH_PREFIX.lstrip("/")):
+        if p.startswith(prefix):
+            return p[len(prefix) :]
+    return p.lstrip("/")
 
 
 @register_reader
@@ -124,7 +127,11 @@ class ChapmanReader(Reader):
                 }
             )
         cols = ["id", "path", "patient", "split", "fold", "report", "labels_chapman", "diagnose"]
-        entries = drop_duplicate_ids(pd.DataFrame(rows, columns=cols), rejects)
+        # one file listed twice (in one split CSV or in two): kept once if the rows agree, else rejected
+        entries = drop_duplicates(
+            pd.DataFrame(rows, columns=cols), "path", rejects, "file", agree=("split", "labels_chapman")
+        )
+        entries = drop_duplicates(entries, "id", rejects, "id")
         return Index(entries=entries, missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:

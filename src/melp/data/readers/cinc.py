@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pandas as pd
 
 from melp.data.formats import wfdb as wfdb_format
 from melp.data.formats.matlab import read_matrix
+from melp.data.formats.tables import drop_duplicates
 from melp.data.readers.base import WFDB_OPTIONS, BadRecord, Index, Option, Reader, Signal, register_reader
 from melp.data.readers.generic import drop_duplicate_ids
 
@@ -54,12 +56,23 @@ def load_dx_mapping(path: str | Path = DX_MAPPING) -> dict[str, str]:
 
 
 def parse_header_comments(hea: Path) -> dict[str, str]:
-    """``# Key: value`` comment lines of a WFDB header -> {key.lower(): value} (first one wins)."""
+    """``# Key: value`` comment lines of a WFDB header -> {key.lower(): value} (first one wins).
+
+    Raises ValueError (``bad Dx: ...``) when the header carries two ``# Dx:`` lines that differ
+    (which one holds the diagnosis is unknown) or a ``# Dx`` line without its colon."""
     out: dict[str, str] = {}
     for line in wfdb_format.parse_header(hea).comments:
         if ":" in line:
             key, value = line.split(":", 1)
-            out.setdefault(key.strip().lower(), value.strip())
+            key, value = key.strip().lower(), value.strip()
+            if key == "dx" and key in out and out[key] != value:
+                raise ValueError(
+                    f"bad Dx: the header has two different '# Dx:' lines ({out[key]!r} and {value!r}); "
+                    "which one is right is unknown"
+                )
+            out.setdefault(key, value)
+        elif line.split()[:1] and line.split()[0].lower() == "dx":
+            raise ValueError(f"bad Dx: comment line {line!r} has no ':' after Dx")
     return out
 
 
@@ -100,6 +113,12 @@ def read_cinc_mat(
         val = val.T  # stored samples x leads
     if val.ndim != 2 or val.shape[0] != n:
         raise BadRecord(f"bad shape: 'val' ({version}) has shape {val.shape}; expected ({n}, samples)")
+    finite = np.isfinite(val)
+    if not np.issubdtype(val.dtype, np.integer) and not np.array_equal(val[finite], np.round(val[finite])):
+        raise BadRecord(
+            f"bad MATLAB file: 'val' ({version}) holds non-integer samples; Challenge files hold digital values "
+            f"(divided by the gain {gain:g}), these look like physical values: add a .hea that describes them"
+        )
     data = val.astype(np.float64) / gain
     if np.issubdtype(val.dtype, np.integer):
         data[val == -32768] = np.nan  # WFDB's invalid 16-bit sample
@@ -180,6 +199,15 @@ class CincReader(Reader):
             )
         cols = ["id", "path", "patient", "split", "fold", "report", "labels_dx", "dx_codes", "dx_unmapped"]
         entries = pd.DataFrame(rows, columns=cols + ["age", "sex", "database"])
+        # two headers naming one signal file (a copied header): one record, whatever the names say
+        entries["_identity"] = [
+            "|".join(
+                os.path.relpath(os.path.realpath(self.root / Path(p).parent / f), os.path.realpath(self.root))
+                for f in wfdb_format.signal_files(self.root / p) or [p]
+            )
+            for p in entries["path"]
+        ]
+        entries = drop_duplicates(entries, "_identity", rejects, "file").drop(columns="_identity")
         return Index(entries=drop_duplicate_ids(entries, rejects), missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:

@@ -17,7 +17,8 @@ the first to the last sample where any lead is non-zero. Labels (task ``code``) 
 column name: 1dAVb->1AVB, RBBB, LBBB, SB, AF->AFIB, ST; every cell must be an accepted label
 spelling (``True``/``False``, ``1``/``0``, ...), else the exam is rejected naming column and value.
 An exam id that appears twice in the HDF5 files is ambiguous (which tracing is it?): every copy is
-rejected; an exam listed twice in the CSV keeps its first row.
+rejected; an exam listed twice in the CSV keeps its first row when the rows agree (labels, patient),
+else every copy is rejected (`conflicting duplicate`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melp.data.formats.tables import CellError, confined_path, parse_label_cell, read_text_csv
+from melp.data.formats.tables import (
+    CellError,
+    confined_path,
+    drop_duplicates,
+    parse_int_cell,
+    parse_label_cell,
+    read_text_csv,
+)
 from melp.data.readers.base import BadRecord, Index, Option, Reader, Signal, register_reader
-from melp.data.readers.generic import drop_duplicate_ids
 
 CODE_LEADS = ["DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 CODE_RATE = 400.0
@@ -113,8 +120,7 @@ class Code15Reader(Reader):
             exam, file = str(r["exam_id"]).strip(), str(r["trace_file"]).strip()
             try:
                 h5 = confined_path(self.root, file)
-                if not exam.lstrip("-").isdigit():
-                    raise CellError(f"column exam_id: {exam!r} is not an integer id")
+                exam = str(parse_int_cell(exam, "exam_id"))  # "123.0" (a float column) is exam 123
                 labels = self._labels(r, csv)
             except CellError as err:
                 rejects.append({"id": exam, "file": file, "reason": f"bad cell: {err}"})
@@ -218,7 +224,8 @@ class Code15Reader(Reader):
     @staticmethod
     def _finish(rows, missing, rejects) -> Index:
         entries = (
-            drop_duplicate_ids(pd.DataFrame(rows), rejects)
+            # an exam listed twice in exams.csv: kept once if the rows agree, else every copy rejected
+            drop_duplicates(pd.DataFrame(rows), "id", rejects, "id", agree=("labels_code", "patient"))
             if rows
             else pd.DataFrame(
                 columns=[
@@ -243,9 +250,15 @@ class Code15Reader(Reader):
         try:
             if file not in self._files:
                 self._files[file] = h5py.File(self.root / file, "r")
-            x = np.asarray(self._files[file]["tracings"][int(entry["h5_row"])], dtype=np.float32)
+            tracings = self._files[file]["tracings"]
+            x = np.asarray(tracings[int(entry["h5_row"])], dtype=np.float32)
         except Exception as err:
             raise BadRecord(f"unreadable HDF5: {type(err).__name__}: {err}") from None
+        if not np.issubdtype(tracings.dtype, np.floating):
+            # the tracings are millivolts as floats; integers would be ADC counts of unknown gain
+            raise BadRecord(
+                f"bad dtype: tracings of {file} are {tracings.dtype}, CODE files hold mV as floats"
+            )
         if x.ndim != 2 or x.shape[1] != len(CODE_LEADS):
             raise BadRecord(f"bad shape: tracing has shape {x.shape}; expected (samples, 12)")
         return Signal(data=strip_zero_padding(x.T), leads=list(CODE_LEADS), rate=CODE_RATE)  # (T,12)->(12,T)

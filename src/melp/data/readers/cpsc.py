@@ -21,9 +21,8 @@ import numpy as np
 import pandas as pd
 
 from melp.data.formats.matlab import read_struct_field
-from melp.data.formats.tables import CellError, parse_label_cell, read_text_csv
+from melp.data.formats.tables import CellError, drop_duplicates, parse_label_cell, read_text_csv
 from melp.data.readers.base import BadRecord, Index, Option, Reader, Signal, register_reader
-from melp.data.readers.generic import drop_duplicate_ids
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 ICBEB_CLASSES = ["AFIB", "VPC", "NORM", "1AVB", "CRBBB", "STE", "PAC", "CLBBB", "STD"]
@@ -86,6 +85,12 @@ def read_cpsc_mat(path: Path) -> Signal:
         data = data.T
     if data.ndim != 2 or data.shape[0] != n:
         raise BadRecord(f"bad shape: ECG.data ({version}) has shape {data.shape}; expected (12, samples)")
+    if not np.issubdtype(data.dtype, np.floating):
+        # CPSC 2018 stores millivolts as doubles; integers are ADC counts of unknown gain
+        raise BadRecord(
+            f"bad dtype: ECG.data ({version}) holds {data.dtype} values; CPSC 2018 files hold mV as floats "
+            "(integers would be ADC counts of unknown gain)"
+        )
     return Signal(data=np.asarray(data, dtype=np.float64), leads=list(CPSC_LEADS), rate=CPSC_RATE)
 
 
@@ -169,7 +174,10 @@ class CpscReader(Reader):
                     }
                 )
         cols = ["id", "path", "patient", "split", "fold", "report", "labels_icbeb", "age", "sex"]
-        entries = drop_duplicate_ids(pd.DataFrame(rows, columns=cols), rejects)
+        # a record listed twice (in one split CSV or in two): kept once if the rows agree, else rejected
+        entries = drop_duplicates(
+            pd.DataFrame(rows, columns=cols), "id", rejects, "id", agree=("split", "labels_icbeb")
+        )
         return Index(entries=entries, missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:

@@ -98,7 +98,22 @@ class MimicReader(Reader):
         rejects: list[dict] = []
         for df in (records, mm):
             df["id"] = df["subject_id"].str.strip() + "_" + df["study_id"].str.strip()
-        paths = dict(zip(records["id"].tolist(), records["path"].str.strip().tolist()))
+        rec_paths = records["path"].str.strip().str.replace(r"\.(hea|dat)$", "", regex=True)
+        paths: dict[str, str] = {}
+        for rid, rel in zip(records["id"].tolist(), rec_paths.tolist()):
+            paths.setdefault(rid, rel)  # the first listing (a second one is a conflict, below)
+        # a study listed twice in record_list.csv with two paths: which files are its signal is unknown
+        n_paths = rec_paths.groupby(records["id"]).nunique()
+        conflicting = set(n_paths.index[n_paths > 1])
+        # a study with files but no machine_measurements row has no report: say so, do not drop it silently
+        for rid in sorted(set(records["id"]) - set(mm["id"])):
+            rejects.append(
+                {
+                    "id": rid,
+                    "file": f"{paths[rid]}.hea",
+                    "reason": "no report: study absent from machine_measurements.csv",
+                }
+            )
         report_vals = mm[REPORT_COLUMNS].to_numpy(dtype=object)  # (n_rows, 18) str, "" = missing
         rows = []
         for rid, subject, values in zip(
@@ -110,6 +125,12 @@ class MimicReader(Reader):
             reason = bad_text_reason(joined)
             if reason is None and rel is None:
                 reason = "no record: study absent from record_list.csv"
+            if reason is None and rid in conflicting:
+                listed = sorted(set(rec_paths[records["id"] == rid]))
+                reason = (
+                    f"conflicting duplicate: study {rid} is listed in record_list.csv with different paths "
+                    f"{listed}; which one is right is unknown, so every copy is rejected"
+                )
             if reason is None:
                 try:
                     confined_path(self.root, rel)
@@ -124,7 +145,8 @@ class MimicReader(Reader):
                 continue
             rows.append({"id": rid, "path": file, "patient": subject, "report": joined})
         entries = pd.DataFrame(rows, columns=["id", "path", "patient", "report"])
-        entries = drop_duplicates(entries, "id", rejects, "id")
+        # a study with two machine_measurements rows: kept once if their reports agree, else rejected
+        entries = drop_duplicates(entries, "id", rejects, "id", agree=("report",))
         # Split before dropping absent files, so it does not depend on what was downloaded.
         fraction = self.options["val_fraction"]
         if not 0 <= fraction < 1:

@@ -30,7 +30,7 @@ import pandas as pd
 
 from melp.data import ptbxl_labels, translate
 from melp.data.formats import wfdb as wfdb_format
-from melp.data.formats.tables import CellError, confined_path
+from melp.data.formats.tables import CellError, confined_path, drop_duplicates, parse_int_cell
 from melp.data.readers.base import WFDB_OPTIONS, Index, Option, Reader, Signal, register_reader
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,18 @@ class PTBXLReader(Reader):
 
         maps = ptbxl_labels.code_maps(statements)
         labels: dict[str, list] = {f"labels_{t}": [] for t in ptbxl_labels.TASKS}
+        folds_ok: list[int] = []
         for i in np.flatnonzero(present):
+            try:
+                fold = parse_int_cell(db.at[i, "strat_fold"], "strat_fold")
+                parse_int_cell(db.at[i, "ecg_id"], "ecg_id")
+                if not 1 <= fold <= 10:
+                    raise CellError(f"column strat_fold: {fold} is not a PTB-XL fold (1-10)")
+            except CellError as err:
+                rejects.append(
+                    {"id": str(db.at[i, "ecg_id"]), "file": f"{files[i]}.hea", "reason": f"bad cell: {err}"}
+                )
+                continue
             try:
                 codes = ptbxl_labels.parse_scp_codes(db.at[i, "scp_codes"])
             except (ValueError, SyntaxError):
@@ -123,13 +134,14 @@ class PTBXLReader(Reader):
                 )
                 continue
             keep.append(i)
+            folds_ok.append(fold)
             for task, names in ptbxl_labels.derive_labels(codes, maps).items():
                 labels[f"labels_{task}"].append(names or None)  # no class of the task: not labelled
         sel = db.iloc[keep]
-        folds = sel["strat_fold"].astype(int)
+        folds = pd.Series(folds_ok, dtype=int)
         entries = pd.DataFrame(
             {
-                "id": sel["ecg_id"].astype(int).astype(str).to_numpy(),
+                "id": [str(parse_int_cell(v, "ecg_id")) for v in sel["ecg_id"]],
                 "path": (files.iloc[keep] + ".hea").to_numpy(),
                 "patient": [None if pd.isna(p) else str(int(p)) for p in sel["patient_id"]],
                 "split": [fold_to_split(f) for f in folds],
@@ -143,6 +155,9 @@ class PTBXLReader(Reader):
                 entries[c] = sel[c].to_numpy()
         bad = {r["file"] for r in rejects}
         missing = [f"{f}.hea" for f in files[~present] if f not in bad]
+        # an ecg_id listed twice: kept once if the rows agree on the file and labels, else rejected
+        label_cols = tuple(f"labels_{t}" for t in ptbxl_labels.TASKS)
+        entries = drop_duplicates(entries, "id", rejects, "id", agree=("path", "fold", *label_cols))
         return Index(entries=entries, missing=missing, rejects=rejects)
 
     def load(self, entry: dict) -> Signal:

@@ -7,8 +7,32 @@ blocks ([2, 2, 2, 2] by default, channels 64-512, strides 1, 2, 2, 2). The final
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
+
+from melp.config import ConfigError
+from melp.models.encoders import ECGInputConfig, register_encoder
+
+
+@dataclass
+class ResNet1dConfig(ECGInputConfig):
+    """``ecg`` section of the ResNet-1d encoder (defaults = ResNet-18-1d)."""
+
+    type: str = "resnet1d"
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    stem_kernel: int = 7
+
+
+def _check(ecg: dict, source: str) -> None:
+    if len(ecg["channels"]) != len(ecg["blocks"]) or not ecg["channels"]:
+        raise ConfigError(
+            f"{source}: ecg.channels {ecg['channels']} and ecg.blocks {ecg['blocks']} must have the same length"
+        )
+    if min(ecg["channels"] + ecg["blocks"]) < 1 or ecg["stem_kernel"] < 1:
+        raise ConfigError(f"{source}: ecg.channels, ecg.blocks and ecg.stem_kernel must be positive")
 
 
 class BasicBlock1d(nn.Module):
@@ -34,16 +58,13 @@ class BasicBlock1d(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+@register_encoder("resnet1d", config=ResNet1dConfig, test_size={"channels": [8, 8, 16, 16]}, check=_check)
 class ResNet1dEncoder(nn.Module):
     """ResNet-1d encoder. Config keys: ``in_leads``, ``channels``, ``blocks``, ``stem_kernel``."""
 
     def __init__(self, cfg: dict):
         super().__init__()
         chans, blocks = cfg["channels"], cfg["blocks"]
-        if len(chans) != len(blocks):
-            raise ValueError(
-                f"resnet1d config: channels {chans} and blocks {blocks} must have the same length"
-            )
         k = cfg["stem_kernel"]
         self.stem = nn.Sequential(
             nn.Conv1d(cfg["in_leads"], chans[0], k, stride=2, padding=k // 2, bias=False),

@@ -13,12 +13,53 @@ receptive field lies inside the valid samples.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from melp.config import ConfigError
 from melp.models.attention import MultiHeadAttention
+from melp.models.encoders import ECGInputConfig, register_encoder
+
+
+@dataclass
+class Wav2Vec2Config(ECGInputConfig):
+    """``ecg`` section of a wav2vec2 encoder (defaults = the paper's "small" encoder, spec §3)."""
+
+    type: str = "wav2vec2"
+    conv_layers: list[list[int]] = field(
+        default_factory=lambda: [[256, 2, 2]] * 4
+    )  # [channels, kernel, stride]
+    width: int = 768
+    layers: int = 8
+    heads: int = 12
+    ffn: int = 3072
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    dropout_input: float = 0.1
+    conv_grad_scale: float = 0.1
+
+
+def _check(ecg: dict, source: str) -> None:
+    for layer in ecg["conv_layers"]:
+        if len(layer) != 3 or min(layer) < 1:
+            raise ConfigError(
+                f"{source}: ecg.conv_layers entries must be [channels, kernel, stride] >= 1, got {layer!r}"
+            )
+    if not ecg["conv_layers"]:
+        raise ConfigError(f"{source}: ecg.conv_layers needs at least one block")
+    for key in ("width", "layers", "heads", "ffn", "pos_conv_kernel", "pos_conv_groups"):
+        if ecg[key] < (0 if key == "layers" else 1):
+            raise ConfigError(f"{source}: ecg.{key} must be positive, got {ecg[key]!r}")
+    if ecg["width"] % ecg["heads"] or ecg["width"] % ecg["pos_conv_groups"]:
+        raise ConfigError(
+            f"{source}: ecg.width {ecg['width']} must be divisible by ecg.heads and ecg.pos_conv_groups"
+        )
 
 
 class _GradScale(torch.autograd.Function):
@@ -159,6 +200,13 @@ class PostLNLayer(nn.Module):
         return self.norm2(x + self.drop(self.fc2(self.act_drop(h))))
 
 
+@register_encoder(
+    "wav2vec2",
+    config=Wav2Vec2Config,
+    test_size={"conv_layers": [[16, 4, 4], [16, 2, 2]], "width": 32, "layers": 1, "heads": 2, "ffn": 32,
+               "pos_conv_kernel": 8, "pos_conv_groups": 4},
+    check=_check,
+)  # fmt: skip
 class Wav2Vec2Encoder(nn.Module):
     """ECG transformer encoder: conv stem -> LN + Linear -> conv pos. enc. -> LN -> post-LN layers.
 
