@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from melp.train.checkpoint import load_checkpoint
 from melp.train.config import (
     ConfigError,
     PretrainConfig,
@@ -177,6 +179,32 @@ def test_indexed_dataset_is_deterministic_and_leaves_global_rng_alone():
     assert c["index"] == 2 and not torch.equal(c["x"], a["x"])
 
 
+class _Augmenting(torch.utils.data.Dataset):
+    """Draws from ``self.generator`` as PretrainDataset does (None = torch's global RNG)."""
+
+    generator = None
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return {
+            "x": torch.rand(4, generator=self.generator),
+            "k": torch.randint(0, 9, (2,), generator=self.generator),
+        }
+
+
+def test_indexed_dataset_generator_path_draws_what_global_seeding_draws():
+    """The per-item generator (fast path) gives the augmentation the seeded global RNG gave."""
+    ds = IndexedDataset(_Augmenting(), seed=5)
+    for key in (0, 3, 5 + 1, 10 + 4):
+        epoch, i = divmod(key, 5)
+        s = int(np.random.SeedSequence([5, epoch, i]).generate_state(1)[0])
+        fast, slow = ds[key], ds._seeded_globally(i, s)
+        assert torch.equal(fast["x"], slow["x"]) and torch.equal(fast["k"], slow["k"])
+    assert _Augmenting.generator is None and not torch.equal(ds[0]["x"], ds[1]["x"])
+
+
 # --------------------------------------------------------------------------- real short runs
 
 
@@ -242,14 +270,14 @@ def test_run_loss_goes_down_and_outputs_load(full_run):
     assert 0.0 <= summary["best_score"] <= 1.0
     assert (out / "config.yaml").is_file() and load_config(out / "config.yaml").model.name == "melp-test"
     # the Lightning checkpoint holds the full training state and loads into a fresh model
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")  # weights_only: no pickled objects inside
     assert ckpt["global_step"] == 8 and "melp_state" in ckpt and ckpt["optimizer_states"]
     fresh = melp.load_model(out / "best_model")  # same architecture (incl. the compact caption vocabulary)
     fresh.load_state_dict({k[len("model.") :]: v for k, v in ckpt["state_dict"].items()})
     last = _weights(summary["module"])
     assert all(torch.equal(fresh.state_dict()[k], last[k]) for k in last)
     # the exported best model equals the best checkpoint's weights
-    best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    best = load_checkpoint(summary["best_checkpoint"])["state_dict"]
     exported = melp.load_model(out / "best_model")
     state = exported.state_dict()
     assert all(torch.equal(state[k[len("model.") :]], v) for k, v in best.items())
@@ -280,7 +308,10 @@ def test_interrupt_and_resume_matches_uninterrupted(full_run, store, tmp_path):
     assert not list(csv_dir.glob("metrics.part-*.csv"))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every", [1, 100])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, monkeypatch, log_every):
+    """The device-side flag is read at logging steps and before every checkpoint: with a log
+    interval longer than the run, the checkpoint of the bad step is what stops it."""
     import melp.losses
     from melp.train.run import NonFiniteLossError, pretrain
 
@@ -291,15 +322,23 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, m
         def forward(self, **kw):
             out = base.forward(self, **kw)
             calls["n"] += 1
-            if calls["n"] == 4:  # the 4th training step (global step 3)
+            if calls["n"] == 5:  # the 4th training step (global step 3); call 1 is the unused-parameter probe
                 out["beat"] = out["beat"] * float("nan")
                 out["total"] = out["clip"] + out["caption"] + out["beat"]
             return out
 
     monkeypatch.setattr(melp.losses, "MELPLoss", Exploding)
     with pytest.raises(NonFiniteLossError, match=r"step 3.*beat"):
-        pretrain(_cfg(store, tmp_path, "trainer.ckpt_every_n_steps=1", "val.every_n_steps=0"))
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        pretrain(
+            _cfg(
+                store,
+                tmp_path,
+                "trainer.ckpt_every_n_steps=1",
+                "val.every_n_steps=0",
+                f"trainer.log_every_n_steps={log_every}",
+            )
+        )
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
@@ -310,6 +349,79 @@ def test_store_rate_mismatch_is_explained(store, tmp_path):
     cfg = _cfg(store, tmp_path, "model.overrides.ecg.sample_rate=500", "model.overrides.ecg.n_samples=5000")
     with pytest.raises(ValueError, match=r"--rate 500 --seconds 10"):
         pretrain(cfg)
+
+
+def test_trainer_features_early_stopping_top_k_hparams_bar_devices_auto(store, tmp_path, capsys):
+    """Through the CLI: --out, trainer.devices=auto, early stopping after `patience` validations
+    without a new best (lr 0: the score cannot improve), the top-k checkpoints, hparams.yaml, the
+    progress bar's epoch count, one 'best model exported' line."""
+    import yaml
+
+    from melp.cli import main
+
+    out = tmp_path / "run"
+    cfg = _cfg(store, tmp_path / "ignored")
+    args = [
+        f"{k}={v}" for k, v in (("data.store", store), ("model.name", "melp-test"), ("model.overrides", "{}"))
+    ]
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            "melp-tiny",
+            "--out",
+            str(out),
+            "--set",
+            *args,
+            f"data.batch_size={cfg.data.batch_size}",
+            "trainer.max_steps=8",  # 4 steps per epoch: 2 epochs
+            "val.every_n_steps=1",
+            "optim.lr=0",
+            "trainer.early_stopping_patience=2",
+            "trainer.save_top_k=2",
+            "trainer.devices=auto",
+            "trainer.progress_bar=true",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["global_step"] == 3  # best at step 1, then 2 validations without improvement
+    best = sorted(p.name for p in (out / "checkpoints").glob("best-*.ckpt"))
+    assert best == ["best-step000001.ckpt", "best-step000002.ckpt"]
+    assert Path(summary["best_checkpoint"]).name == "best-step000001.ckpt"
+    hp = yaml.safe_load((out / "logs" / "csv" / "hparams.yaml").read_text())
+    assert hp["optim"]["lr"] == 0.0 and hp["world_size"] == 1 and hp["steps_per_epoch"] == 4
+    captured = capsys.readouterr()
+    assert "Epoch 0/1" in captured.out and "/-2" not in captured.out  # Lightning draws on stdout
+    assert captured.out.count("best model exported") == 1
+
+
+def test_missing_logger_package_and_impossible_strategy_are_explained(store, tmp_path, monkeypatch):
+    import importlib.util
+
+    from melp.train.run import pretrain
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n in ("wandb", "mlflow") else real(n, *a)
+    )
+    for name in ("wandb", "mlflow"):
+        with pytest.raises(
+            ConfigError, match=rf"'{name}' needs the {name} package: pip install 'melp\[{name}\]'"
+        ):
+            pretrain(_cfg(store, tmp_path, f"trainer.loggers=[csv,{name}]"))
+    with pytest.raises(ConfigError, match=r"unknown logger 'neptune'"):
+        pretrain(_cfg(store, tmp_path, "trainer.loggers=[neptune]"))
+    with pytest.raises(ConfigError, match=r"FSDP on CUDA GPUs only.*use trainer.strategy=ddp"):
+        pretrain(_cfg(store, tmp_path, "trainer.strategy=fsdp", "trainer.accelerator=cpu"))
+    with pytest.raises(ConfigError, match=r"every weight is 0"):
+        pretrain(_cfg(store, tmp_path, "loss.clip=0", "loss.caption=0", "loss.beat=0"))
+    assert not (tmp_path / "config.yaml").exists()  # refused before any work
+
+
+def test_tensorboard_logger_writes_events(full_run):
+    _, out = full_run
+    assert list((out / "logs" / "tb").glob("events.out.tfevents.*"))
 
 
 # --------------------------------------------------------------------------- warm start from released weights

@@ -95,6 +95,8 @@ def _parse_value(raw: str, tp: Any) -> Any:
     """Parse an override string: YAML syntax, except that str fields keep the raw text."""
     origin = typing.get_origin(tp)
     options = typing.get_args(tp) if origin in (typing.Union, types.UnionType) else (tp,)
+    if int in options and raw.strip().lstrip("-").isdigit():  # int | str fields: "2" is the number
+        return int(raw)
     if str in options and raw not in ("null", "None", "~"):
         return raw
     if float in options:

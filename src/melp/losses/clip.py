@@ -49,7 +49,8 @@ def _clip_loss(ecg_latent, text_latent, logit_scale, gather, text_ids=None):
     dtype = torch.promote_types(ecg_latent.dtype, torch.float32)  # fp32 at least (fp64 kept)
     ze, zt = ecg_latent.to(dtype), text_latent.to(dtype)
     rank, world = world_info()
-    if gather and world > 1:
+    gather = gather and world > 1
+    if gather:
         all_e, all_t = all_gather_with_grad(ze), all_gather_with_grad(zt)  # (G*B, D)
     else:
         all_e, all_t, rank = ze, zt, 0

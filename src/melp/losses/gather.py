@@ -7,6 +7,10 @@ to its features. With DDP's gradient averaging the parameter gradients then equa
 single-process loss on the concatenated batch (see ``tests/test_distributed.py``).
 
 Without an initialised process group (or with world size 1) it is the identity.
+
+Both gathers run eagerly under ``torch.compile`` (``torch.compiler.disable``): a compiled loss is
+split at the gather when there are several ranks; callers skip the call in one process (the
+CLIP loss does), so a single-process graph has no break.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class _AllGather(torch.autograd.Function):
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
+@torch.compiler.disable
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (B, ...) over ranks -> (G*B, ...); identity in a single process.
 
@@ -49,6 +54,7 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _AllGather.apply(x)
 
 
+@torch.compiler.disable
 def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (B, ...) over ranks -> (G*B, ...) without gradient (e.g. integer ids)."""
     _, world = world_info()

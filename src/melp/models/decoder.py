@@ -46,7 +46,10 @@ class DecoderLayer(nn.Module):
         if not causal and x.shape[1] > 1:
             raise ValueError("incremental decoding feeds one new position at a time")
         h = self.ln_self(x)
-        x = x + self.self_attn(h, is_causal=causal and x.shape[1] > 1, cache=self_cache)
+        # is_causal does not depend on the length: a causal mask over one position (one key) is no
+        # mask, and a shape test would be symbolic under torch.compile's dynamic shapes, which
+        # scaled_dot_product_attention does not accept
+        x = x + self.self_attn(h, is_causal=causal, cache=self_cache)
         x = x + self.self_mlp(self.ln_self_mlp(x))
         kv = None if cross_cache is not None and "k" in cross_cache else self.ln_ctx(ctx)
         x = x + self.cross_attn(

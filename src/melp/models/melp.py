@@ -61,16 +61,39 @@ def text_hf_config(text_cfg: dict, tokenizer):
 _HASH = ((1_000_003, 2_147_483_647), (999_983, 2_147_483_629))  # (base, prime modulus < 2^31)
 
 
-def report_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def report_hash_weights(length: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(2, length) int64 table ``base^t mod p`` of the two report hashes (see :func:`report_ids`)."""
+    rows = [[pow(base, t, mod) for t in range(length)] for base, mod in _HASH]
+    return torch.tensor(rows, dtype=torch.long, device=device)
+
+
+def report_ids(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B,) int64 id of each report's real tokens (equal reports -> equal ids, whatever the batch
     padding), computed on the device without a host sync: two polynomial hashes, each
-    sum_t (id_t + 1) * base^t mod p with p < 2^31 (every term < 2^48, no overflow), combined."""
+    sum_t (id_t + 1) * base^t mod p with p < 2^31 (every term < 2^48, no overflow), combined.
+
+    ``weights``: a (2, >= S) table from :func:`report_hash_weights` already on the device (the
+    model keeps one as a buffer, so no table is built or copied per call)."""
+    s = input_ids.shape[1]
+    if weights is None or weights.shape[1] < s:
+        weights = report_hash_weights(s, input_ids.device)
     tokens = (input_ids.long() + 1) * attention_mask.long()  # (B, S), 0 at pads
     out = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
-    for base, mod in _HASH:
-        weights = torch.tensor([pow(base, t, mod) for t in range(tokens.shape[1])], device=tokens.device)
-        out = out * mod + (tokens * weights).sum(1) % mod  # < 2^62 after two rounds
+    for k, (_, mod) in enumerate(_HASH):
+        out = out * mod + (tokens * weights[k, :s]).sum(1) % mod  # < 2^62 after two rounds
     return out
+
+
+def caption_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Flat indices (N,) into the (B * (S-1)) caption targets of the non-pad ones.
+
+    Meant for the data pipeline (CPU tensors from :meth:`MELPModel.tokenize`): the training
+    forward then gathers the N positions with ``index_select`` instead of a boolean mask, so the
+    data-dependent count is known on the host and the device never has to report it (no sync)."""
+    targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, pad_id)  # (B, S-1)
+    return (targets.reshape(-1) != pad_id).nonzero().squeeze(1)
 
 
 class TextTowerRequired(ValueError):
@@ -116,6 +139,8 @@ class MELPModel(nn.Module):
             self.bos_id = bos_id(self.tokenizer)
             self.dot_id = sentence_separator_id(self.tokenizer)
             self.register_buffer("special_ids", special_token_table(self.tokenizer, vocab), persistent=False)
+            # report-hash table on the model's device (report_ids without a per-step host->device copy)
+            self.register_buffer("hash_weights", report_hash_weights(tcfg["max_length"]), persistent=False)
 
         d = cfg["embed_dim"]
         self.ecg_encoder = build_encoder(cfg["ecg"])
@@ -367,12 +392,16 @@ class MELPModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         lengths: torch.Tensor | None = None,
+        caption_index: torch.Tensor | None = None,
     ) -> dict:
         """Training forward; returns the named outputs consumed by :class:`melp.losses.MELPLoss`.
 
         Args:
             ecg: (B, L, T) float; input_ids / attention_mask: (B, S) from :meth:`tokenize`;
             lengths: (B,) valid samples per record (None = all valid).
+            caption_index: optional (N,) flat indices of the non-pad caption targets
+                (:func:`caption_positions`, computed by the data pipeline); used with
+                ``decoder.sparse_logits`` so that no host sync is needed to size the selection.
 
         Returns:
             ``ecg_latent (B, D)``, ``text_latent (B, D)`` (unit norm), ``logit_scale ()`` (= exp(l)),
@@ -386,6 +415,9 @@ class MELPModel(nn.Module):
             text (equal reports, equal ids) for duplicate-aware contrastive targets.
         """
         self._require_text("the training forward")
+        sparse = self.config["decoder"]["sparse_logits"] and self.text.causal
+        if sparse and caption_index is None and attention_mask.device.type == "cpu":
+            caption_index = caption_positions(input_ids, attention_mask, self.pad_id)  # host-side, no sync
         input_ids = input_ids.to(self.device, torch.long)
         attention_mask = attention_mask.to(self.device)
         tokens, mask = self.ecg_tokens(ecg, lengths)
@@ -399,9 +431,13 @@ class MELPModel(nn.Module):
         targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, self.pad_id)  # (B, S-1)
         if self.text.causal:
             hidden = self.decoder.hidden(feats[:, :-1], ctx)  # (B, S-1, H)
-            if self.config["decoder"]["sparse_logits"]:
-                keep = targets != self.pad_id  # (B, S-1); the loss ignores every other position
-                hidden, targets = hidden[keep], targets[keep]  # (N_keep, H), (N_keep,)
+            if sparse:  # the loss ignores every other position
+                if caption_index is None:  # inputs already on the device: one sync sizes the selection
+                    caption_index = (targets.reshape(-1) != self.pad_id).nonzero().squeeze(1)
+                caption_index = caption_index.to(hidden.device, non_blocking=True)
+                # (B, S-1, H) -> (B*(S-1), H) -> (N_keep, H); (B, S-1) -> (N_keep,)
+                hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, caption_index)
+                targets = targets.reshape(-1).index_select(0, caption_index)
             logits = self.decoder.project(hidden)  # (B, S-1, V) / (N_keep, V); V -> K+1 if compact
             targets, ignore_id = self.decoder.map_targets(targets, self.pad_id)
         else:  # teacher forcing on a bidirectional text tower would see the tokens it must predict
@@ -416,7 +452,7 @@ class MELPModel(nn.Module):
             "caption_logits": logits,
             "caption_targets": targets,
             "pad_id": ignore_id,
-            "text_ids": report_ids(input_ids, attention_mask),
+            "text_ids": report_ids(input_ids, attention_mask, self.hash_weights),
         }
 
     # ------------------------------------------------------------------ inference API

@@ -46,6 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override config values, e.g. --set optim.lr=1e-4 trainer.max_epochs=3",
     )
+    q.add_argument("--out", default=None, help="output folder (the same as --set out=DIR)")
     q.add_argument("--resume", default=None, help="checkpoint path, or 'auto' (OUT/checkpoints/last.ckpt)")
     q.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     q.set_defaults(func=_pretrain)
@@ -84,15 +85,21 @@ def _pretrain(args: argparse.Namespace) -> int:
     except ConfigError as err:
         log.error("%s", err)
         return 2
+    if args.out is not None:
+        cfg.out = args.out
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
-    from melp.train.run import NonFiniteLossError, pretrain
+    from melp.train.run import NonFiniteLossError, UnsafeCheckpointError, pretrain
 
     try:
         summary = pretrain(cfg, resume=args.resume)
     except NonFiniteLossError as err:
         log.error("%s", err)
         return 3
-    print(f"best val/mean_auroc {summary['best_score']}; best model exported to {summary['best_model']}")
+    except (ConfigError, UnsafeCheckpointError, FileNotFoundError) as err:
+        log.error("%s", err)
+        return 2
+    if summary["rank"] == 0:
+        print(f"best val/mean_auroc {summary['best_score']}; best model exported to {summary['best_model']}")
     return 0

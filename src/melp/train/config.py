@@ -72,6 +72,9 @@ class ModelConfig:
     # memoise the text tower's features per report (needs freeze: [text.]); see
     # MELPModel.cache_text_features. Removes the text tower from the step cost.
     cache_text: bool = False
+    # torch.compile the training forward and the losses as one graph (melp.train.step.compile_forward)
+    compile: bool = False
+    compile_backend: str = "inductor"  # any torch.compile backend ("aot_eager" compiles fast, no codegen)
 
 
 @dataclass
@@ -124,11 +127,17 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     precision: str = "32-true"  # or "bf16-mixed"
     accelerator: str = "auto"
-    devices: int = 1
+    devices: int | str = 1  # processes per node, or "auto" (every GPU of the node; 1 on CPU)
     num_nodes: int = 1
+    # handed to Lightning: "auto" (ddp when > 1 process), "ddp", "ddp_spawn", "fsdp", "deepspeed_stage_2", ...
     strategy: str = "auto"
     log_every_n_steps: int = 10
     ckpt_every_n_steps: int = 0  # also save "last" every N steps (0 = only at validation / end)
+    save_top_k: int = 2  # best checkpoints kept by val/mean_auroc (best-stepNNNNNN.ckpt)
+    # stop after this many validations without a new best val/mean_auroc (0 = never stop early)
+    early_stopping_patience: int = 5
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # + "wandb", "mlflow"
+    experiment: str = "melp"  # project / experiment name for wandb and mlflow
     deterministic: bool = False
     matmul_precision: str = "high"
     progress_bar: bool = True

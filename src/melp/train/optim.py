@@ -70,7 +70,14 @@ def build_optimizer(
     eps: float,
     text_lr_mult: float = 1.0,
     text_prefix: str | None = None,
+    fused: bool | None = True,
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`."""
+    """AdamW over :func:`param_groups`.
+
+    ``fused=True`` (default): the fused kernel when every parameter is a CPU or CUDA float tensor
+    (one kernel for all parameters; on CUDA it reads the step counters on the device, while the
+    default implementations call ``.item()`` on them every step). ``None``: torch's default."""
     groups = param_groups(model, weight_decay, text_lr_mult, text_prefix)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+    params = [p for g in groups for p in g["params"]]
+    ok = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=True if fused and ok else None)

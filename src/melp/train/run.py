@@ -2,12 +2,14 @@
 
 Output folder layout (``cfg.out``)::
 
-    config.yaml                resolved config
-    checkpoints/best.ckpt      best by val/mean_auroc (Lightning checkpoint, full training state)
-    checkpoints/last.ckpt      last step (written at validation, every ckpt_every_n_steps, and at the end)
-    logs/csv/metrics.csv       CSV log;  logs/tb/  TensorBoard log
-    best_model/                model.save_pretrained() of the best checkpoint (what eval commands load)
-    summary.json               best score, steps, wall time
+    config.yaml                    resolved config
+    checkpoints/best-stepNNNNNN.ckpt  the trainer.save_top_k best by val/mean_auroc (full training state)
+    checkpoints/last.ckpt          last step (at validation, every ckpt_every_n_steps, and at the end)
+    logs/csv/metrics.csv           CSV log (+ hparams.yaml);  logs/tb/  TensorBoard log
+    best_model/                    model.save_pretrained() of the best checkpoint (what eval commands load)
+    summary.json                   best score, steps, wall time
+
+Only rank 0 writes files, prints and logs (other ranks log warnings and errors only).
 """
 
 from __future__ import annotations
@@ -15,20 +17,36 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from melp.train.config import PretrainConfig, save_config
-from melp.train.datamodule import IndexedDataset, ResumableSampler, ValSet, make_loader
+from melp.train.checkpoint import SafeCheckpointIO, UnsafeCheckpointError, load_checkpoint
+from melp.train.config import ConfigError, PretrainConfig, save_config
+from melp.train.datamodule import (
+    IndexedDataset,
+    PretrainCollate,
+    ResumableSampler,
+    ValSet,
+    batches_per_epoch,
+    make_loader,
+)
 from melp.train.module import MELPLightning, NonFiniteLossError
+from melp.train.step import exclude_unused_parameters
 
-__all__ = ["pretrain", "build_model", "NonFiniteLossError"]
+__all__ = ["pretrain", "build_model", "NonFiniteLossError", "UnsafeCheckpointError"]
 
 log = logging.getLogger("melp.train")
 
@@ -88,7 +106,7 @@ class _DropLightningTips(logging.Filter):
         return "Tip:" not in str(record.getMessage())
 
 
-def _quiet_lightning(frozen: bool) -> None:
+def _quiet_lightning(frozen: bool, rank: int = 0) -> None:
     """One copy of each Lightning message, no tips, no warnings that are expected here.
 
     Lightning installs its own console handler; when the root logger has one too (the ``melp`` CLI
@@ -103,10 +121,16 @@ def _quiet_lightning(frozen: bool) -> None:
             lg = logging.getLogger(name)
             lg.handlers.clear()
             lg.propagate = True
+    if rank != 0:  # rank 0 speaks for the run; the others only report problems
+        for name in ("melp", "lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
     if not any(isinstance(f, _DropLightningTips) for f in tips.filters):
         tips.addFilter(_DropLightningTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # validation metrics are computed from predictions gathered over all ranks, so every rank
+    # logs the same value and Lightning's advice to average them across devices does not apply
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val/")
     if frozen:
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
@@ -114,9 +138,11 @@ def _quiet_lightning(frozen: bool) -> None:
 class _Data(L.LightningDataModule):
     """Builds the loaders inside ``fit`` (after DDP launch, when rank and world size are known)."""
 
-    def __init__(self, cfg: PretrainConfig, train_ds: IndexedDataset, val_sets: list[ValSet]) -> None:
+    def __init__(
+        self, cfg: PretrainConfig, train_ds: IndexedDataset, val_sets: list[ValSet], collate: PretrainCollate
+    ) -> None:
         super().__init__()
-        self.cfg, self.train_ds, self.val_sets = cfg, train_ds, val_sets
+        self.cfg, self.train_ds, self.val_sets, self.collate = cfg, train_ds, val_sets, collate
 
     def train_dataloader(self):
         t, d = self.trainer, self.cfg.data
@@ -128,11 +154,13 @@ class _Data(L.LightningDataModule):
             world_size=t.world_size,
             drop_last=d.drop_last,
             encode_epoch=True,
+            batch_size=d.batch_size,
         )
-        per_epoch = len(sampler) // d.batch_size if d.drop_last else math.ceil(len(sampler) / d.batch_size)
-        epoch, batches = divmod(t.lightning_module.batches_seen, per_epoch)  # 0 unless resuming
-        sampler.start(epoch, batches * d.batch_size)
-        return make_loader(self.train_ds, sampler, d.batch_size, d.num_workers, d.pin_memory, d.drop_last)
+        epoch, offset = t.lightning_module.start_segment()  # (0, 0) unless resuming
+        sampler.start(epoch, offset)
+        return make_loader(
+            self.train_ds, sampler, d.batch_size, d.num_workers, d.pin_memory, d.drop_last, self.collate
+        )
 
     def val_dataloader(self):
         t = self.trainer
@@ -154,6 +182,23 @@ class _Data(L.LightningDataModule):
         return loaders
 
 
+class _EpochBar(TQDMProgressBar):
+    """Lightning's bar, captioned with the data epoch and the number of epochs of the schedule
+    (the trainer itself runs by steps, so its own caption knows no epoch count)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        epoch, _ = pl_module.current_position()
+        self.train_progress_bar.set_description(f"Epoch {epoch}/{self.epochs - 1}")
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        return {**super().get_metrics(trainer, pl_module), **pl_module.last_train_metrics}
+
+
 class _SaveLast(Callback):
     """Write ``last.ckpt`` every ``every`` optimizer steps (0 = never) and when training ends
     normally (also after ``stop_at_step``); never after a failure, so the last good one stays."""
@@ -164,11 +209,11 @@ class _SaveLast(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every and step % self.every == 0 and step != self._saved_at:
-            trainer.save_checkpoint(str(self.path))
+            trainer.save_checkpoint(str(self.path), weights_only=False)
             self._saved_at = step
 
     def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(str(self.path))
+        trainer.save_checkpoint(str(self.path), weights_only=False)
 
 
 def _set_aside_csv_log(csv_dir: Path) -> None:
@@ -221,11 +266,82 @@ def _resume_path(resume: str | None, ckpt_dir: Path) -> str | None:
     return resume
 
 
-def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
+_LOGGER_EXTRAS = {"wandb": "wandb", "mlflow": "mlflow"}
+
+
+def _loggers(cfg: PretrainConfig, out: Path) -> list:
+    """The Lightning loggers named by ``trainer.loggers`` (csv, tensorboard, wandb, mlflow)."""
+    import importlib.util
+
+    from lightning.pytorch import loggers as pl_loggers
+
+    made = []
+    for name in cfg.trainer.loggers:
+        if name in _LOGGER_EXTRAS and importlib.util.find_spec(_LOGGER_EXTRAS[name]) is None:
+            raise ConfigError(
+                f"trainer.loggers: '{name}' needs the {_LOGGER_EXTRAS[name]} package: pip install 'melp[{name}]'"
+            )
+        if name == "csv":
+            made.append(pl_loggers.CSVLogger(str(out), name="logs", version="csv"))
+        elif name == "tensorboard":
+            made.append(
+                pl_loggers.TensorBoardLogger(str(out), name="logs", version="tb", default_hp_metric=False)
+            )
+        elif name == "wandb":
+            made.append(
+                pl_loggers.WandbLogger(
+                    project=cfg.trainer.experiment, save_dir=str(out / "logs"), name=out.name
+                )
+            )
+        elif name == "mlflow":
+            made.append(
+                pl_loggers.MLFlowLogger(
+                    experiment_name=cfg.trainer.experiment,
+                    run_name=out.name,
+                    tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
+                    or (out / "logs" / "mlruns").resolve().as_uri(),
+                )
+            )
+        else:
+            raise ConfigError(
+                f"trainer.loggers: unknown logger {name!r} (choose from csv, tensorboard, wandb, mlflow)"
+            )
+    return made
+
+
+def _check_strategy(strategy: str, accelerator: str) -> None:
+    """Refuse, before any work, a strategy that cannot run here (with what to do instead)."""
+    import importlib.util
+
+    if strategy.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"trainer.strategy={strategy}: needs the deepspeed package: pip install deepspeed")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if strategy.startswith("fsdp") and on_cpu:
+        raise ConfigError(
+            f'trainer.strategy={strategy}: Lightning runs FSDP on CUDA GPUs only ("The strategy `fsdp` '
+            'requires a GPU accelerator"); on CPU use trainer.strategy=ddp'
+        )
+
+
+def _probe_batch(train_ds: IndexedDataset, collate: PretrainCollate) -> dict:
+    """Two training items (or one), collated: the input of the unused-parameter probe."""
+    return collate([train_ds[i] for i in range(min(2, len(train_ds)))])
+
+
+def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Callback] | None = None) -> dict:
     """Run MELP pretraining as configured; returns a summary dict (also written to summary.json).
+
+    Args:
+        cfg: the run config.
+        resume: a checkpoint path, ``"auto"`` (``OUT/checkpoints/last.ckpt`` if present) or None.
+        callbacks: extra Lightning callbacks (added after melp's own).
+
+    The summary has ``rank`` (this process's global rank; only rank 0 exports and writes).
 
     Raises:
         NonFiniteLossError: a loss term became NaN/Inf (all ranks stop; last good checkpoint kept).
+        UnsafeCheckpointError: ``resume`` names a file that would need code to unpickle.
+        ConfigError: a logger or strategy whose package is missing, or an impossible setting.
     """
     from melp.data.datasets import DownstreamDataset, PretrainDataset, check_input, select_rows
     from melp.data.store import ECGStore
@@ -233,10 +349,19 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     from melp.losses import MELPLoss
 
     t0 = time.time()
-    _quiet_lightning(frozen=bool(cfg.model.freeze))
+    rank = int(rank_zero_only.rank)
+    _quiet_lightning(frozen=bool(cfg.model.freeze), rank=rank)
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
-    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
+    tc = cfg.trainer
+    if not (cfg.loss.clip or cfg.loss.caption or cfg.loss.beat):
+        raise ConfigError("loss: every weight is 0 (loss.clip, loss.caption, loss.beat); nothing to train")
+    _check_strategy(tc.strategy, tc.accelerator)
+    loggers = _loggers(cfg, out)
+    resume_ckpt = _resume_path(resume, ckpt_dir)
+    if resume_ckpt is not None:  # refuse an unsafe file before any work (and before Lightning sees it)
+        load_checkpoint(resume_ckpt)
+    torch.set_float32_matmul_precision(tc.matmul_precision)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg)
 
@@ -276,115 +401,138 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
             )
         val_sets.append(ValSet(v.name or task, list(ds.classes), IndexedDataset(ds, seed=cfg.seed), task))
 
-    tc = cfg.trainer
-    strategy = tc.strategy
-    if strategy == "auto" and tc.devices * tc.num_nodes > 1:
-        strategy = "ddp"
-    world = tc.devices * tc.num_nodes
-    batches_per_epoch = len(train_ds) // world if cfg.data.drop_last else math.ceil(len(train_ds) / world)
-    batches_per_epoch = (
-        batches_per_epoch // cfg.data.batch_size
-        if cfg.data.drop_last
-        else math.ceil(batches_per_epoch / cfg.data.batch_size)
-    )
-    if batches_per_epoch == 0:
-        raise ValueError(
-            f"data: {len(train_ds)} training records give no full batch of {cfg.data.batch_size} on {world} "
-            "device(s); lower data.batch_size or set data.drop_last=false"
-        )
-    steps_per_epoch = math.ceil(batches_per_epoch / tc.accumulate_grad_batches)
-    total_steps = tc.max_steps if tc.max_steps > 0 else tc.max_epochs * steps_per_epoch
-    lightning_steps = tc.stop_at_step if tc.stop_at_step > 0 else total_steps
+    loss_fn = MELPLoss(
+        cfg.loss.clip, cfg.loss.caption, cfg.loss.beat, soft_duplicates=cfg.loss.soft_duplicates,
+        diversity=cfg.loss.diversity,
+    )  # fmt: skip
+    collate = PretrainCollate.for_model(model)
+    if cfg.data.num_workers > 0:  # the tokenizer runs in the loader workers (forked)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # parameters a zero loss weight leaves without gradient are not trained (DDP needs no
+    # find_unused_parameters; the optimizer does not decay them)
+    exclude_unused_parameters(model, loss_fn, _probe_batch(train_ds, collate))
 
-    module = MELPLightning(
-        cfg,
-        model,
-        MELPLoss(
-            cfg.loss.clip,
-            cfg.loss.caption,
-            cfg.loss.beat,
-            soft_duplicates=cfg.loss.soft_duplicates,
-            diversity=cfg.loss.diversity,
-        ),  # fmt: skip
-        val_sets,
-        total_steps,
-    )
-    callbacks: list[Callback] = [LearningRateMonitor(logging_interval="step")]
+    callbacks = [LearningRateMonitor(logging_interval="step"), *(callbacks or [])]
     ckpt = ModelCheckpoint(
         dirpath=ckpt_dir,
-        filename="best",
+        filename="best-step{step:06d}",
         monitor="val/mean_auroc" if val_sets else None,
         mode="max",
-        save_top_k=1,
+        save_top_k=tc.save_top_k if val_sets else 0,
         save_last=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
     callbacks += [ckpt, _SaveLast(ckpt_dir / "last.ckpt", tc.ckpt_every_n_steps)]
+    if val_sets and tc.early_stopping_patience > 0:
+        callbacks.append(
+            EarlyStopping(
+                monitor="val/mean_auroc",
+                mode="max",
+                patience=tc.early_stopping_patience,
+                check_on_train_epoch_end=False,
+            )
+        )
     val_kw: dict = {"limit_val_batches": 0} if not val_sets else {}
     if val_sets and cfg.val.every_n_steps > 0:
         val_kw = {"val_check_interval": cfg.val.every_n_steps, "check_val_every_n_epoch": None}
+    bar = _EpochBar(1)
+    if tc.progress_bar:
+        callbacks.append(bar)
     trainer = L.Trainer(
         default_root_dir=str(out),
         accelerator=tc.accelerator,
         devices=tc.devices,
         num_nodes=tc.num_nodes,
-        strategy=strategy,
+        strategy=tc.strategy,
         precision=tc.precision,
-        max_steps=lightning_steps,  # always by steps: the sampler, not Lightning, counts data epochs
-        max_epochs=-1,
+        max_steps=1,  # set below, once Lightning has resolved the device count
+        max_epochs=-1,  # always by steps: the sampler, not Lightning, counts data epochs
         accumulate_grad_batches=tc.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip or None,
         log_every_n_steps=tc.log_every_n_steps,
         deterministic=tc.deterministic,
         callbacks=callbacks,
-        logger=[
-            CSVLogger(str(out), name="logs", version="csv"),
-            TensorBoardLogger(str(out), name="logs", version="tb", default_hp_metric=False),
-        ],
+        logger=loggers or False,
         enable_progress_bar=tc.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # ResumableSampler shards itself
+        plugins=[SafeCheckpointIO()] if _takes_checkpoint_io(tc.strategy) else None,
         **val_kw,
     )
-    resume_ckpt = _resume_path(resume, ckpt_dir)
+    world = trainer.num_devices * trainer.num_nodes
+    per_epoch = batches_per_epoch(len(train_ds), cfg.data.batch_size, world, cfg.data.drop_last)
+    if per_epoch == 0:
+        raise ValueError(
+            f"data: {len(train_ds)} training records give no full batch of {cfg.data.batch_size} on {world} "
+            "device(s); lower data.batch_size or set data.drop_last=false"
+        )
+    steps_per_epoch = math.ceil(per_epoch / tc.accumulate_grad_batches)
+    total_steps = tc.max_steps if tc.max_steps > 0 else tc.max_epochs * steps_per_epoch
+    trainer.fit_loop.epoch_loop.max_steps = tc.stop_at_step if tc.stop_at_step > 0 else total_steps
+    bar.epochs = math.ceil(total_steps / steps_per_epoch)
+
+    module = MELPLightning(
+        cfg,
+        model,
+        loss_fn,
+        val_sets,
+        total_steps,
+        n_train=len(train_ds),
+        hparams={
+            "world_size": world,
+            "global_batch": cfg.data.batch_size * world * tc.accumulate_grad_batches,
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": total_steps,
+            "n_train": len(train_ds),
+            "model_name": model.config.get("name"),
+        },
+    )
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         if resume_ckpt is not None:
             _set_aside_csv_log(out / "logs" / "csv")
     log.info(
-        "pretraining %s on %d records (%d val sets): %d steps (%d per epoch), warmup %d",
+        "pretraining %s on %d records (%d val sets) on %d device(s): %d steps (%d per epoch), warmup %d",
         model.config.get("name"),
         len(train_ds),
         len(val_sets),
+        world,
         total_steps,
         steps_per_epoch,
         module.warmup_steps,
     )
     trainer.fit(
         module,
-        datamodule=_Data(cfg, train_ds, val_sets),
+        datamodule=_Data(cfg, train_ds, val_sets, collate),
         ckpt_path=resume_ckpt,
-        weights_only=False,  # our own checkpoints: they hold the numpy/python RNG states
+        weights_only=True,  # no pickle: melp checkpoints hold only tensors and plain data
     )
 
+    best_path = ckpt.best_model_path if val_sets and ckpt.best_model_path else str(ckpt_dir / "last.ckpt")
     summary = {
         "best_score": None if module.best_score == -math.inf else module.best_score,
-        "best_checkpoint": ckpt.best_model_path or str(ckpt_dir / "last.ckpt"),
+        "best_checkpoint": best_path,
         "best_model": str(out / "best_model"),
         "global_step": trainer.global_step,
         "total_steps": total_steps,
         "seconds": time.time() - t0,
+        "rank": trainer.global_rank,
     }
     if trainer.is_global_zero:
         _merge_csv_logs(out / "logs" / "csv")
         final_state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
-        state = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+        state = load_checkpoint(best_path)["state_dict"]
         module.load_state_dict(state)
         module.model.save_pretrained(out / "best_model")
         module.model.load_state_dict(final_state)  # leave the returned module at its last weights
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["module"] = module
     return summary
+
+
+def _takes_checkpoint_io(strategy: str) -> bool:
+    """DeepSpeed and FSDP write sharded checkpoints with their own IO; every other strategy uses ours."""
+    return not (strategy.startswith("deepspeed") or strategy.startswith("fsdp"))
