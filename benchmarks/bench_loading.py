@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from melp.data import signal as sig
 from melp.data.datasets import DownstreamDataset, PretrainDataset
-from melp.data.readers.ptbxl import read_wfdb_format16
+from melp.data.formats.wfdb import read_record
 from melp.data.store import ECGStore, prepare
 
 
@@ -46,7 +46,7 @@ class WfdbDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         record = str(self.root / self.paths[i].removesuffix(".hea"))
         if self.fast:
-            s = read_wfdb_format16(record)
+            s = read_record(record)
             data, names, fs = s.data, s.leads, s.rate
         else:
             rec = wfdb.rdrecord(record)
