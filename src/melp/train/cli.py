@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from melp.cli_args import HelpFormatter, int_at_least, positive_float, unit_fraction
+
 log = logging.getLogger("melp.train")
 
 
@@ -15,19 +17,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="masked-LM domain adaptation of a BERT-family text encoder on report text",
         description="Masked-LM adaptation on reports; writes an HF folder usable as text.name_or_path "
         "and DIR/mlm_metrics.json with held-out perplexity before/after (fixed seeded masking).",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--corpus", required=True, help="store folder, CSV (with --column) or text file")
-    p.add_argument("--column", default="report", help="text column of a CSV/store (default: report)")
     p.add_argument(
-        "--init", default="minilm", help="'minilm', an HF folder / hub id, or a BertConfig .json (scratch)"
-    )
+        "--data", "--corpus", dest="corpus", required=True,
+        help="the reports: a store folder, a CSV (with --column) or a text file (--corpus: the older name)",
+    )  # fmt: skip
+    p.add_argument("--column", default="report", help="text column of a CSV/store")
+    p.add_argument(
+        "--text-model", "--init", dest="init", default="minilm",
+        help="the text model to start from: 'minilm', an HF folder / hub id, or a BertConfig .json (scratch); "
+        "--init: the older name",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (HF model + tokenizer)")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--mlm-prob", type=float, default=0.15)
-    p.add_argument("--train-tokenizer", type=int, default=0, metavar="VOCAB_SIZE")
-    p.add_argument("--max-heldout", type=int, default=500, help="held-out reports used for perplexity")
+    p.add_argument("--steps", type=int_at_least(1), default=500, help="optimizer steps")
+    p.add_argument("--lr", type=positive_float, default=5e-5, help="learning rate")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32, help="reports per step")
+    p.add_argument("--mlm-prob", type=unit_fraction, default=0.15, help="share of tokens masked")
+    p.add_argument("--train-tokenizer", type=int_at_least(0), default=0, metavar="VOCAB_SIZE",
+                   help="train a WordPiece vocabulary of this size first (scratch models; 0 = no)")  # fmt: skip
+    p.add_argument(
+        "--max-heldout", type=int_at_least(1), default=500, help="held-out reports used for perplexity"
+    )
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=_pretrain_text)
 

@@ -328,6 +328,103 @@ def _probe_batch(train_ds: IndexedDataset, collate: PretrainCollate) -> dict:
     return collate([train_ds[i] for i in range(min(2, len(train_ds)))])
 
 
+def _training_data(cfg: PretrainConfig, model) -> tuple[IndexedDataset, list[ValSet]]:
+    """The pretraining pairs and the zero-shot validation sets, through the one data path."""
+    from melp.data.datasets import DownstreamDataset, PretrainDataset, check_input, select_rows
+    from melp.data.store import ECGStore
+    from melp.data.tasks import resolve_task
+
+    if not cfg.data.store:
+        raise ValueError(
+            "data.store is empty: set it to a store folder (melp prepare ...), e.g. --set data.store=DIR"
+        )
+    store = ECGStore(cfg.data.store)
+    check_input(store, model.config["ecg"], "data.store")
+    rows = select_rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
+    reports = store.manifest["report"].fillna("").astype(str).to_numpy()
+    rows = rows[np.char.str_len(reports[rows].astype(str)) > 0]  # records without a report cannot pair
+    if cfg.model.caption_vocab_from_reports:  # deterministic: a resumed run rebuilds the same layer
+        n_vocab = len(model.restrict_caption_vocab(list(reports[rows])))
+        log.info("caption decoder restricted to the %d tokens of the training reports", n_vocab)
+    pairs = PretrainDataset(store, rows, lead_mask_p=cfg.data.lead_mask_p, normalize=cfg.data.normalize,
+                            max_shift=round(cfg.data.max_shift_s * store.rate), noise_std=cfg.data.noise_std)  # fmt: skip
+    val_sets = []
+    for k, v in enumerate(cfg.val.sets):
+        vstore = store if (not v.store or v.store == cfg.data.store) else ECGStore(v.store)
+        check_input(vstore, model.config["ecg"], f"val.sets.{k}.store")
+        vrows = select_rows(vstore, v.split, v.folds, v.limit, f"val.sets.{k}")
+        task = resolve_task(vstore, v.task)
+        ds = DownstreamDataset(vstore, task, vrows, normalize=cfg.data.normalize)
+        if len(ds) == 0:
+            raise ValueError(
+                f"val.sets.{k}: no record of {vstore.path} in these rows is labelled for task {task!r}"
+            )
+        val_sets.append(ValSet(v.name or task, list(ds.classes), IndexedDataset(ds, seed=cfg.seed), task))
+    return IndexedDataset(pairs, seed=cfg.seed), val_sets
+
+
+def _callbacks(cfg: PretrainConfig, ckpt_dir: Path, has_val: bool, extra: list[Callback] | None):
+    """LR monitor, top-k + last checkpoints, early stopping, the epoch bar; returns (list, ckpt, bar)."""
+    tc = cfg.trainer
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:06d}", monitor="val/mean_auroc" if has_val else None,
+                           mode="max", save_top_k=tc.save_top_k if has_val else 0, save_last=True,
+                           auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
+    callbacks = [LearningRateMonitor(logging_interval="step"), *(extra or []), ckpt,
+                 _SaveLast(ckpt_dir / "last.ckpt", tc.ckpt_every_n_steps)]  # fmt: skip
+    if has_val and tc.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor="val/mean_auroc", mode="max", patience=tc.early_stopping_patience,
+                                       check_on_train_epoch_end=False))  # fmt: skip
+    bar = _EpochBar(1)
+    if tc.progress_bar:
+        callbacks.append(bar)
+    return callbacks, ckpt, bar
+
+
+def _trainer(cfg: PretrainConfig, out: Path, callbacks: list[Callback], loggers, has_val: bool) -> L.Trainer:
+    tc = cfg.trainer
+    val_kw: dict = {"limit_val_batches": 0} if not has_val else {}
+    if has_val and cfg.val.every_n_steps > 0:
+        val_kw = {"val_check_interval": cfg.val.every_n_steps, "check_val_every_n_epoch": None}
+    return L.Trainer(
+        default_root_dir=str(out), accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
+        strategy=tc.strategy, precision=tc.precision,
+        max_steps=1,  # set by _schedule, once Lightning has resolved the device count
+        max_epochs=-1,  # always by steps: the sampler, not Lightning, counts data epochs
+        accumulate_grad_batches=tc.accumulate_grad_batches, gradient_clip_val=cfg.optim.grad_clip or None,
+        log_every_n_steps=tc.log_every_n_steps, deterministic=tc.deterministic, callbacks=callbacks,
+        logger=loggers or False, enable_progress_bar=tc.progress_bar, enable_model_summary=False,
+        num_sanity_val_steps=0, use_distributed_sampler=False,  # ResumableSampler shards itself
+        plugins=[SafeCheckpointIO()] if _takes_checkpoint_io(tc.strategy) else None, **val_kw,
+    )  # fmt: skip
+
+
+def _schedule(cfg: PretrainConfig, trainer: L.Trainer, n_train: int, bar) -> tuple[int, int, int]:
+    """(world size, steps per epoch, total steps); sets the trainer's step budget and the bar."""
+    tc = cfg.trainer
+    world = trainer.num_devices * trainer.num_nodes
+    per_epoch = batches_per_epoch(n_train, cfg.data.batch_size, world, cfg.data.drop_last)
+    if per_epoch == 0:
+        raise ValueError(
+            f"data: {n_train} training records give no full batch of {cfg.data.batch_size} on {world} "
+            "device(s); lower data.batch_size or set data.drop_last=false"
+        )
+    steps_per_epoch = math.ceil(per_epoch / tc.accumulate_grad_batches)
+    total_steps = tc.max_steps if tc.max_steps > 0 else tc.max_epochs * steps_per_epoch
+    trainer.fit_loop.epoch_loop.max_steps = tc.stop_at_step if tc.stop_at_step > 0 else total_steps
+    bar.epochs = math.ceil(total_steps / steps_per_epoch)
+    return world, steps_per_epoch, total_steps
+
+
+def _export(module, out: Path, best_path: str, summary: dict) -> None:
+    """Rank 0: one CSV log, the best checkpoint's weights as ``best_model/``, ``summary.json``."""
+    _merge_csv_logs(out / "logs" / "csv")
+    final_state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+    module.load_state_dict(load_checkpoint(best_path)["state_dict"])
+    module.model.save_pretrained(out / "best_model")
+    module.model.load_state_dict(final_state)  # leave the returned module at its last weights
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
 def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Callback] | None = None) -> dict:
     """Run MELP pretraining as configured; returns a summary dict (also written to summary.json).
 
@@ -343,14 +440,10 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Cal
         UnsafeCheckpointError: ``resume`` names a file that would need code to unpickle.
         ConfigError: a logger or strategy whose package is missing, or an impossible setting.
     """
-    from melp.data.datasets import DownstreamDataset, PretrainDataset, check_input, select_rows
-    from melp.data.store import ECGStore
-    from melp.data.tasks import resolve_task
     from melp.losses import MELPLoss
 
     t0 = time.time()
-    rank = int(rank_zero_only.rank)
-    _quiet_lightning(frozen=bool(cfg.model.freeze), rank=rank)
+    _quiet_lightning(frozen=bool(cfg.model.freeze), rank=int(rank_zero_only.rank))
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     tc = cfg.trainer
@@ -364,171 +457,40 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Cal
     torch.set_float32_matmul_precision(tc.matmul_precision)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg)
-
-    if not cfg.data.store:
-        raise ValueError(
-            "data.store is empty: set it to a store folder (melp prepare ...), e.g. --set data.store=DIR"
-        )
-    store = ECGStore(cfg.data.store)
-    check_input(store, model.config["ecg"], "data.store")
-    rows = select_rows(store, cfg.data.split, cfg.data.folds, cfg.data.limit, "data")
-    reports = store.manifest["report"].fillna("").astype(str).to_numpy()
-    rows = rows[np.char.str_len(reports[rows].astype(str)) > 0]  # records without a report cannot pair
-    if cfg.model.caption_vocab_from_reports:  # deterministic: a resumed run rebuilds the same layer
-        n_vocab = len(model.restrict_caption_vocab(list(reports[rows])))
-        log.info("caption decoder restricted to the %d tokens of the training reports", n_vocab)
-    train_ds = IndexedDataset(
-        PretrainDataset(
-            store,
-            rows,
-            lead_mask_p=cfg.data.lead_mask_p,
-            normalize=cfg.data.normalize,
-            max_shift=round(cfg.data.max_shift_s * store.rate),
-            noise_std=cfg.data.noise_std,
-        ),
-        seed=cfg.seed,
-    )
-    val_sets = []
-    for k, v in enumerate(cfg.val.sets):
-        vstore = store if (not v.store or v.store == cfg.data.store) else ECGStore(v.store)
-        check_input(vstore, model.config["ecg"], f"val.sets.{k}.store")
-        vrows = select_rows(vstore, v.split, v.folds, v.limit, f"val.sets.{k}")
-        task = resolve_task(vstore, v.task)
-        ds = DownstreamDataset(vstore, task, vrows, normalize=cfg.data.normalize)
-        if len(ds) == 0:
-            raise ValueError(
-                f"val.sets.{k}: no record of {vstore.path} in these rows is labelled for task {task!r}"
-            )
-        val_sets.append(ValSet(v.name or task, list(ds.classes), IndexedDataset(ds, seed=cfg.seed), task))
-
-    loss_fn = MELPLoss(
-        cfg.loss.clip, cfg.loss.caption, cfg.loss.beat, soft_duplicates=cfg.loss.soft_duplicates,
-        diversity=cfg.loss.diversity,
-    )  # fmt: skip
+    train_ds, val_sets = _training_data(cfg, model)
+    loss_fn = MELPLoss(cfg.loss.clip, cfg.loss.caption, cfg.loss.beat, soft_duplicates=cfg.loss.soft_duplicates,
+                       diversity=cfg.loss.diversity)  # fmt: skip
     collate = PretrainCollate.for_model(model)
     if cfg.data.num_workers > 0:  # the tokenizer runs in the loader workers (forked)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # parameters a zero loss weight leaves without gradient are not trained (DDP needs no
     # find_unused_parameters; the optimizer does not decay them)
     exclude_unused_parameters(model, loss_fn, _probe_batch(train_ds, collate))
-
-    callbacks = [LearningRateMonitor(logging_interval="step"), *(callbacks or [])]
-    ckpt = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best-step{step:06d}",
-        monitor="val/mean_auroc" if val_sets else None,
-        mode="max",
-        save_top_k=tc.save_top_k if val_sets else 0,
-        save_last=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    callbacks += [ckpt, _SaveLast(ckpt_dir / "last.ckpt", tc.ckpt_every_n_steps)]
-    if val_sets and tc.early_stopping_patience > 0:
-        callbacks.append(
-            EarlyStopping(
-                monitor="val/mean_auroc",
-                mode="max",
-                patience=tc.early_stopping_patience,
-                check_on_train_epoch_end=False,
-            )
-        )
-    val_kw: dict = {"limit_val_batches": 0} if not val_sets else {}
-    if val_sets and cfg.val.every_n_steps > 0:
-        val_kw = {"val_check_interval": cfg.val.every_n_steps, "check_val_every_n_epoch": None}
-    bar = _EpochBar(1)
-    if tc.progress_bar:
-        callbacks.append(bar)
-    trainer = L.Trainer(
-        default_root_dir=str(out),
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        num_nodes=tc.num_nodes,
-        strategy=tc.strategy,
-        precision=tc.precision,
-        max_steps=1,  # set below, once Lightning has resolved the device count
-        max_epochs=-1,  # always by steps: the sampler, not Lightning, counts data epochs
-        accumulate_grad_batches=tc.accumulate_grad_batches,
-        gradient_clip_val=cfg.optim.grad_clip or None,
-        log_every_n_steps=tc.log_every_n_steps,
-        deterministic=tc.deterministic,
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_progress_bar=tc.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # ResumableSampler shards itself
-        plugins=[SafeCheckpointIO()] if _takes_checkpoint_io(tc.strategy) else None,
-        **val_kw,
-    )
-    world = trainer.num_devices * trainer.num_nodes
-    per_epoch = batches_per_epoch(len(train_ds), cfg.data.batch_size, world, cfg.data.drop_last)
-    if per_epoch == 0:
-        raise ValueError(
-            f"data: {len(train_ds)} training records give no full batch of {cfg.data.batch_size} on {world} "
-            "device(s); lower data.batch_size or set data.drop_last=false"
-        )
-    steps_per_epoch = math.ceil(per_epoch / tc.accumulate_grad_batches)
-    total_steps = tc.max_steps if tc.max_steps > 0 else tc.max_epochs * steps_per_epoch
-    trainer.fit_loop.epoch_loop.max_steps = tc.stop_at_step if tc.stop_at_step > 0 else total_steps
-    bar.epochs = math.ceil(total_steps / steps_per_epoch)
-
-    module = MELPLightning(
-        cfg,
-        model,
-        loss_fn,
-        val_sets,
-        total_steps,
-        n_train=len(train_ds),
-        hparams={
-            "world_size": world,
-            "global_batch": cfg.data.batch_size * world * tc.accumulate_grad_batches,
-            "steps_per_epoch": steps_per_epoch,
-            "total_steps": total_steps,
-            "n_train": len(train_ds),
-            "model_name": model.config.get("name"),
-        },
-    )
+    cbs, ckpt, bar = _callbacks(cfg, ckpt_dir, bool(val_sets), callbacks)
+    trainer = _trainer(cfg, out, cbs, loggers, bool(val_sets))
+    world, steps_per_epoch, total_steps = _schedule(cfg, trainer, len(train_ds), bar)
+    hparams = {"world_size": world, "global_batch": cfg.data.batch_size * world * tc.accumulate_grad_batches,
+               "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "n_train": len(train_ds),
+               "model_name": model.config.get("name")}  # fmt: skip
+    module = MELPLightning(cfg, model, loss_fn, val_sets, total_steps, n_train=len(train_ds), hparams=hparams)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         if resume_ckpt is not None:
             _set_aside_csv_log(out / "logs" / "csv")
-    log.info(
-        "pretraining %s on %d records (%d val sets) on %d device(s): %d steps (%d per epoch), warmup %d",
-        model.config.get("name"),
-        len(train_ds),
-        len(val_sets),
-        world,
-        total_steps,
-        steps_per_epoch,
-        module.warmup_steps,
-    )
-    trainer.fit(
-        module,
-        datamodule=_Data(cfg, train_ds, val_sets, collate),
-        ckpt_path=resume_ckpt,
-        weights_only=True,  # no pickle: melp checkpoints hold only tensors and plain data
-    )
-
+    log.info("pretraining %s on %d records (%d val sets) on %d device(s): %d steps (%d per epoch), warmup %d",
+             model.config.get("name"), len(train_ds), len(val_sets), world, total_steps, steps_per_epoch,
+             module.warmup_steps)  # fmt: skip
+    trainer.fit(module, datamodule=_Data(cfg, train_ds, val_sets, collate), ckpt_path=resume_ckpt,
+                weights_only=True)  # no pickle: melp checkpoints hold only tensors and plain data  # fmt: skip
     best_path = ckpt.best_model_path if val_sets and ckpt.best_model_path else str(ckpt_dir / "last.ckpt")
     summary = {
-        "best_score": None if module.best_score == -math.inf else module.best_score,
-        "best_checkpoint": best_path,
-        "best_model": str(out / "best_model"),
-        "global_step": trainer.global_step,
-        "total_steps": total_steps,
-        "seconds": time.time() - t0,
-        "rank": trainer.global_rank,
-    }
+        "best_score": None if module.best_score == -math.inf else module.best_score, "best_checkpoint": best_path,
+        "best_model": str(out / "best_model"), "global_step": trainer.global_step, "total_steps": total_steps,
+        "seconds": time.time() - t0, "rank": trainer.global_rank,
+    }  # fmt: skip
     if trainer.is_global_zero:
-        _merge_csv_logs(out / "logs" / "csv")
-        final_state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
-        state = load_checkpoint(best_path)["state_dict"]
-        module.load_state_dict(state)
-        module.model.save_pretrained(out / "best_model")
-        module.model.load_state_dict(final_state)  # leave the returned module at its last weights
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        _export(module, out, best_path, summary)
     summary["module"] = module
     return summary
 
