@@ -32,7 +32,7 @@ def test_fast_demo_writes_summary_and_figures(tmp_path, capsys):
         saved["test_fold"] == 9
         and saved["select_fold"] == 8
         and saved["n_records"] == 45
-        and saved["train_folds"] == [1, 2, 3, 4, 5, 6, 7, 8]
+        and saved["train_folds"] == [1, 2, 3, 4, 5, 6, 7]  # the selection fold 8 is held out
     )
     from melp.data.datasets import DownstreamDataset
     from melp.data.store import ECGStore
@@ -48,6 +48,14 @@ def test_fast_demo_writes_summary_and_figures(tmp_path, capsys):
     assert set(saved["probe"]["macro_auroc"]) == {"0.01", "0.1", "1"}
     assert set(saved["probe_random"]["macro_auroc"]) == {"0.01", "0.1", "1"}
     assert {"ecg_to_report", "report_to_ecg"} <= set(saved["retrieval"])
+    # the beat level of the test fold, as beat_diagnostics gives it for the exported model
+    import melp
+    from melp.eval.beats import beat_diagnostics
+
+    want = beat_diagnostics(melp.load_model(saved["model"]).eval(), store, store.select(folds=[9]))
+    assert saved["beats"]["median_record_ratio"] == pytest.approx(want["median_record_ratio"], abs=1e-5)
+    assert saved["beats"]["n_records"] == want["n_records"] > 0
+    assert "sentence->beat max/min" in out
     assert saved["generation"]["n"] == 2 and len(saved["generation"]["examples"]) == 2
     for fig in (
         "figures/attention.png",

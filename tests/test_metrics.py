@@ -8,6 +8,7 @@ import torch
 
 from melp.eval.metrics import (
     auroc_per_class,
+    bootstrap_mean_auroc,
     bootstrap_metrics,
     classification_metrics,
     macro_auroc,
@@ -98,6 +99,29 @@ def test_bootstrap_one_resample_equals_direct_computation():
     out = bootstrap_metrics(y, s, n_boot=1, seed=5)
     idx = np.random.default_rng(5).integers(0, 40, size=(1, 40))[0]
     assert out["macro_auroc"]["mean"] == pytest.approx(macro_auroc(y[idx], s[idx]))
+
+
+def test_bootstrap_mean_auroc_by_value():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, size=(60, 3)).astype(float)
+    s1, s2, s3 = (rng.normal(size=(60, 3)) + w * y for w in (0.5, 1.0, 2.0))
+    out = bootstrap_mean_auroc(y, [s1, s2], n_boot=200, seed=3)
+    assert out["value"] == pytest.approx((macro_auroc(y, s1) + macro_auroc(y, s2)) / 2)
+    assert out["lo"] < out["value"] < out["hi"]
+    # one matrix: the same resamples as bootstrap_metrics with that seed
+    one = bootstrap_mean_auroc(y, [s1], n_boot=200, seed=3)
+    ref = bootstrap_metrics(y, s1, n_boot=200, seed=3)["macro_auroc"]
+    assert (one["lo"], one["hi"]) == pytest.approx((ref["lo"], ref["hi"]))
+    # the first resample by hand, for the paired difference
+    diff = bootstrap_mean_auroc(y, [s3], baseline=[s1, s2], n_boot=1, seed=9)
+    idx = np.random.default_rng(9).integers(0, 60, size=(1, 60))[0]
+    want = macro_auroc(y[idx], s3[idx]) - (macro_auroc(y[idx], s1[idx]) + macro_auroc(y[idx], s2[idx])) / 2
+    assert diff["lo"] == pytest.approx(want) and diff["hi"] == pytest.approx(want)
+    # a model against itself: the paired difference is exactly 0 in every resample
+    same = bootstrap_mean_auroc(y, [s1], baseline=[s1], n_boot=50)
+    assert same["value"] == same["lo"] == same["hi"] == 0.0
+    with pytest.raises(ValueError, match="no score matrix"):
+        bootstrap_mean_auroc(y, [])
 
 
 def test_shape_errors_are_clear():

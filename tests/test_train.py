@@ -268,6 +268,24 @@ def test_run_loss_goes_down_and_outputs_load(full_run):
     for term in ("train/clip", "train/caption", "train/beat", "val/mean_auroc", "val/ptbxl_super_auroc"):
         assert log[term].notna().any(), term
     assert 0.0 <= summary["best_score"] <= 1.0
+    # the beat level is diagnosed at each validation, on the first validation set's records, with
+    # the weights of that moment (the last one: the final weights)
+    from melp.data.datasets import DownstreamDataset, select_rows
+    from melp.data.store import ECGStore
+    from melp.eval.beats import beat_diagnostics
+
+    hist = summary["beat_history"]
+    assert [h["step"] for h in hist] == [4, 8]
+    assert log["val/beat_cosine"].dropna().tolist() == pytest.approx([h["beat_cosine"] for h in hist])
+    cfg = load_config(out / "config.yaml")
+    vstore = ECGStore(cfg.data.store)
+    vrows = select_rows(vstore, cfg.val.sets[0].split, cfg.val.sets[0].folds, 0, "val")
+    vrows = DownstreamDataset(vstore, cfg.val.sets[0].task, vrows).rows  # the labelled ones
+    want = beat_diagnostics(
+        summary["module"].model, vstore, vrows[: cfg.val.beat_records], normalize=cfg.data.normalize
+    )
+    for key in ("beat_cosine", "attention_entropy", "attention_ratio", "half_mass_frames", "qrs_hit"):
+        assert hist[-1][key] == pytest.approx(want[key], abs=1e-5), key
     assert (out / "config.yaml").is_file() and load_config(out / "config.yaml").model.name == "melp-test"
     # the Lightning checkpoint holds the full training state and loads into a fresh model
     ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")  # weights_only: no pickled objects inside
@@ -475,3 +493,17 @@ def test_pretraining_warm_starts_from_a_converted_encoder(store, tmp_path):
     bad = _cfg(store, tmp_path / "o3", f"model.init={tmp_path / 'enc'}")  # melp-test text: 32 wide
     with pytest.raises(ValueError, match="caption pooler is 64 wide and the text tower 32"):
         build_model(bad)
+
+
+def test_beat_diversity_term_is_trained_and_logged(store, tmp_path):
+    import pandas as pd
+
+    from melp.train.run import pretrain
+
+    out = tmp_path / "div"
+    pretrain(_cfg(store, out, "loss.diversity=0.5", "trainer.max_steps=2", "val.sets=[]"))
+    log = pd.read_csv(out / "logs" / "csv" / "metrics.csv")
+    rows = log.dropna(subset=["train/total"])
+    assert len(rows) == 2 and (rows["train/diversity"] > 0).all()
+    parts = rows[["train/clip", "train/caption", "train/beat", "train/diversity"]].sum(axis=1)
+    assert np.allclose(parts, rows["train/total"], atol=1e-5)  # the term is part of what is trained

@@ -5,12 +5,13 @@ progress and time):
 
 1. prepare the store (100 Hz x 10 s) from the PTB-XL root;
 2. cardiology LM stage: masked-LM adaptation of MiniLM on the training reports;
-3. pretrain ``melp-tiny`` on the training folds, choosing the checkpoint by zero-shot AUROC on the
-   selection fold (a fold among 1-8, never the test fold);
+3. pretrain ``melp-tiny`` on the training folds (1-8 without the selection and test folds: 1-7 by
+   default), choosing the checkpoint by zero-shot AUROC on the held-out selection fold (8);
 4. evaluate on the test fold (default 9), which no earlier stage looks at: zero-shot (super-class,
    sub-class, form, rhythm), linear probe with 1 / 10 / 100 % of the training records, the same
    probe on a randomly initialised encoder of the same architecture, ECG <-> report retrieval,
-   patient identification, a few generated reports beside the true ones;
+   patient identification, the beat level (:func:`melp.eval.beats.beat_diagnostics`: sentence->beat
+   attention, beat-vector similarity, QRS alignment), a few generated reports beside the true ones;
 5. figures (ROC curves, probe curve, beat attention) and ``OUT/summary.json``; a results table.
 """
 
@@ -28,7 +29,8 @@ import numpy as np
 
 log = logging.getLogger("melp.demo")
 
-__all__ = ["DemoConfig", "default_root", "run_demo", "add_commands"]
+__all__ = ["DemoConfig", "default_root", "run_demo", "add_commands", "check_root", "prepare_stage", "text_stage",
+           "pretrain_stage"]  # fmt: skip
 
 PTBXL_TASKS = ["super_class", "sub_class", "form", "rhythm"]
 
@@ -97,7 +99,8 @@ class _Stage:
             print(f"[{self.k}/{self.n}] {self.name} done in {dt:.1f} s", flush=True)
 
 
-def _check_root(cfg: DemoConfig) -> Path:
+def check_root(cfg: DemoConfig) -> Path:
+    """The PTB-XL root of ``cfg`` (default: the shipped mini); FileNotFoundError with a hint if absent."""
     root = Path(cfg.root) if cfg.root else default_root()
     if not (root / "ptbxl_database.csv").exists():
         hint = "" if cfg.root else " (the repo's data/ptbxl-mini was not found next to the package source)"
@@ -107,7 +110,9 @@ def _check_root(cfg: DemoConfig) -> Path:
     return root
 
 
-def _prepare_stage(cfg: DemoConfig, root: Path, out: Path):
+def prepare_stage(cfg: DemoConfig, root: Path, out: Path):
+    """Stage 1: the store ``OUT/store`` (100 Hz x 10 s; an existing complete one is reused) and the
+    training folds (1-8 without the selection and test folds). Returns ``(store, train_folds)``."""
     from melp.data.readers.ptbxl import subset_root
     from melp.data.store import ECGStore, prepare
 
@@ -121,7 +126,9 @@ def _prepare_stage(cfg: DemoConfig, root: Path, out: Path):
             raise ValueError(f"{name} fold {fold} not in the data (folds {folds})")
     if cfg.select_fold == cfg.test_fold:
         raise ValueError(f"the selection fold must differ from the test fold ({cfg.test_fold})")
-    train_folds = [f for f in folds if f != cfg.test_fold and f <= 8]
+    # the selection fold is held out of training, so that choosing the checkpoint on it measures
+    # generalisation; the test fold is read by no stage before the evaluation
+    train_folds = [f for f in folds if f not in (cfg.test_fold, cfg.select_fold) and f <= 8]
     print(
         f"    {len(store)} records; train folds {train_folds}, checkpoint selection on fold {cfg.select_fold}, "
         f"test fold {cfg.test_fold}"
@@ -129,7 +136,9 @@ def _prepare_stage(cfg: DemoConfig, root: Path, out: Path):
     return store, train_folds
 
 
-def _text_stage(cfg: DemoConfig, store, train_folds: list[int], out: Path):
+def text_stage(cfg: DemoConfig, store, train_folds: list[int], out: Path):
+    """Stage 2: masked-LM adaptation of MiniLM on the training folds' reports, into ``OUT/text_lm``.
+    Returns ``(folder, MLM result)``."""
     from melp.text.mlm import pretrain_text
 
     corpus = out / "mlm_corpus.txt"
@@ -141,9 +150,17 @@ def _text_stage(cfg: DemoConfig, store, train_folds: list[int], out: Path):
     return out / "text_lm", mlm
 
 
-def _pretrain_stage(
-    cfg: DemoConfig, store_dir: Path, text_dir: Path, out: Path, train_folds: list[int]
+def pretrain_stage(
+    cfg: DemoConfig,
+    store_dir: Path,
+    text_dir: Path,
+    out: Path,
+    train_folds: list[int],
+    resume: str | None = None,
 ) -> Path:
+    """Stage 3: pretrain ``cfg.model`` with the melp-tiny recipe (+ ``cfg.pretrain_overrides``) on
+    ``train_folds``, validating zero-shot on the selection fold (``resume``: as for
+    :func:`melp.train.run.pretrain`). Returns the best model's folder."""
     from melp.models import get_config
     from melp.train.config import ValSetConfig, apply_overrides, load_config
     from melp.train.run import pretrain
@@ -164,12 +181,13 @@ def _pretrain_stage(
         tcfg.trainer.max_epochs = cfg.pretrain_epochs
     if cfg.fast:
         tcfg.trainer.progress_bar = False
-    summary = pretrain(apply_overrides(tcfg, list(cfg.pretrain_overrides)))
+    summary = pretrain(apply_overrides(tcfg, list(cfg.pretrain_overrides)), resume=resume)
     return Path(summary["best_model"])
 
 
 def _evaluate_stage(cfg: DemoConfig, model, store, train_folds: list[int], out: Path, bank) -> dict[str, Any]:
     import melp
+    from melp.eval.beats import beat_diagnostics
     from melp.eval.generation import run_generation
     from melp.eval.probe import run_probe
     from melp.eval.retrieval import patient_identification, run_retrieval
@@ -202,6 +220,10 @@ def _evaluate_stage(cfg: DemoConfig, model, store, train_folds: list[int], out: 
     except ValueError as err:  # no patient with two records (tiny subsets)
         res["patient_identification"] = None
         print(f"    patient identification skipped: {err}")
+    res["beats"] = beat_diagnostics(model, store, rows)
+    b = res["beats"]
+    print(f"    beat level: median sentence->beat max/min {b['median_record_ratio']:.2f}, beat cosine "
+          f"{b['beat_cosine']:.3f}, half-mass {b['half_mass_frames']:.1f} of {b['frames']} frames")  # fmt: skip
     gen = run_generation(model, store, rows[: cfg.n_generate], out=out)
     res["generation"] = {k: gen[k] for k in ("bleu4", "rougeL", "n", "strategy")}
     res["generation"]["examples"] = gen["examples"]
@@ -255,6 +277,16 @@ def _table(summary: dict[str, Any]) -> str:
     if summary.get("patient_identification"):
         p = summary["patient_identification"]
         lines.append(f"{'patient identification top-1 / top-5':<52} {p['R@1']:>8.3f} / {p['R@5']:.3f}")
+    b = summary.get("beats")
+    if b:
+        lines.append(
+            f"{'beat level: median-record sentence->beat max/min':<52} {b['median_record_ratio']:>8.2f}"
+        )
+        lines.append(f"{'beat level: mean pairwise cosine of the beat vectors':<52} {b['beat_cosine']:>8.3f}")
+        if "qrs_hit" in b:
+            lines.append(
+                f"{'beat level: queries peaking at a QRS / chance':<52} {b['qrs_hit']:>8.2f} / {b['qrs_chance']:.2f}"
+            )
     g = summary["generation"]
     lines.append(f"{'generation BLEU-4 / ROUGE-L':<52} {g['bleu4']:>8.2f} / {g['rougeL']:.3f}")
     return "\n".join(lines)
@@ -269,17 +301,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     require_training_extra()
     cfg = cfg.resolved()
     t_start = time.time()
-    root = _check_root(cfg)
+    root = check_root(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     n = 5
     with _Stage(1, n, f"prepare store from {root}", times):
-        store, train_folds = _prepare_stage(cfg, root, out)
+        store, train_folds = prepare_stage(cfg, root, out)
     with _Stage(2, n, "cardiology LM stage (masked LM on training reports)", times):
-        text_dir, mlm = _text_stage(cfg, store, train_folds, out)
+        text_dir, mlm = text_stage(cfg, store, train_folds, out)
     with _Stage(3, n, f"pretrain {cfg.model} on folds {train_folds}", times):
-        best = _pretrain_stage(cfg, store.path, text_dir, out / "pretrain", train_folds)
+        best = pretrain_stage(cfg, store.path, text_dir, out / "pretrain", train_folds)
         model = melp.load_model(best).eval()
         print(f"    best model: {best}")
     summary: dict[str, Any] = {
@@ -320,9 +352,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole pipeline on the shipped PTB-XL mini, offline, on CPU",
-        description="Prepare a store, adapt the text model (masked LM), pretrain melp-tiny on folds 1-8 "
-        "(checkpoint chosen on --select-fold), evaluate on --test-fold. Writes OUT/store, OUT/text_lm, "
-        "OUT/pretrain (checkpoints, best_model), evaluation JSON/CSV, OUT/figures/*.png and OUT/summary.json.",
+        description="Prepare a store, adapt the text model (masked LM), pretrain melp-tiny on folds 1-7 "
+        "(1-8 without --select-fold, which chooses the checkpoint), evaluate on --test-fold. Writes "
+        "OUT/store, OUT/text_lm, OUT/pretrain (checkpoints, best_model), evaluation JSON/CSV, OUT/figures/*.png and OUT/summary.json.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="melp-demo", help="output folder")

@@ -15,6 +15,7 @@ in one call (chunked to bound memory).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ __all__ = [
     "max_f1_per_class",
     "classification_metrics",
     "bootstrap_metrics",
+    "bootstrap_mean_auroc",
 ]
 
 
@@ -203,3 +205,49 @@ def bootstrap_metrics(
                 lo_k[finite_any], hi_k[finite_any] = qk[0], qk[1]
         out[f"per_class_{name}"] = {"lo": lo_k, "hi": hi_k}
     return out
+
+
+def bootstrap_mean_auroc(
+    y_true: Any,
+    scores: Sequence[Any],
+    baseline: Sequence[Any] | None = None,
+    n_boot: int = 1000,
+    seed: int = 42,
+    alpha: float = 0.05,
+) -> dict[str, float]:
+    """Interval of the mean macro AUROC of several score matrices of the same records (one per
+    training seed, say), resampling the records: each resample is applied to every matrix, so the
+    interval covers test-set sampling of the seed average. With ``baseline`` (another list of
+    matrices for the same records) the paired difference ``mean(scores) - mean(baseline)`` is
+    resampled instead: the same records in every term, so a shared hard resample cancels.
+
+    Args:
+        y_true: (N, K) labels; scores, baseline: lists of (N, K) scores.
+    Returns:
+        ``{"value", "lo", "hi", "n_boot"}``: ``value`` on the full set; ``lo``/``hi`` the alpha/2 and
+        1-alpha/2 quantiles over the resamples where every class average is defined.
+    """
+    if not scores:
+        raise ValueError("bootstrap_mean_auroc: no score matrix")
+    y = _check(y_true, scores[0])[0]
+    mats = [_check(y, s)[1] for s in scores]
+    base = [_check(y, s)[1] for s in baseline or []]
+    n, k = y.shape
+
+    def stat(idx: np.ndarray | None) -> np.ndarray:
+        # (c,) mean macro AUROC of the group(s) under resamples idx (c, N); idx None = the full set
+        yb = y[None] if idx is None else y[idx]
+
+        def mean_of(group: list[np.ndarray]) -> np.ndarray:
+            macros = [_nanmean(_auroc(yb, s[None] if idx is None else s[idx]), -1) for s in group]
+            return np.mean(macros, axis=0)
+
+        return mean_of(mats) - (mean_of(base) if base else 0.0)
+
+    rng = np.random.default_rng(seed)
+    idx_all = rng.integers(0, n, size=(n_boot, n))
+    chunk = max(1, min(n_boot, 4_000_000 // max(1, n * k * (len(mats) + len(base)))))
+    vals = np.concatenate([stat(idx_all[s : s + chunk]) for s in range(0, n_boot, chunk)])
+    vals = vals[np.isfinite(vals)]
+    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2]) if vals.size else (np.nan, np.nan)
+    return {"value": float(stat(None)[0]), "lo": float(lo), "hi": float(hi), "n_boot": n_boot}

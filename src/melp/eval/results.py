@@ -66,7 +66,10 @@ def write_classification(
         frame[f"label_{c}"] = y[:, k].astype(int)
     if ids is not None:
         frame.insert(0, "id", ids)
-    frame.to_csv(out / f"{name}_scores.csv", index=False, float_format="%.5f")
+    # exact round trip (9 significant digits for float32, 17 for float64): metrics recomputed from the
+    # CSV equal the JSON's, with no ties created by rounding
+    digits = 9 if np.asarray(scores).dtype == np.float32 else 17
+    frame.to_csv(out / f"{name}_scores.csv", index=False, float_format=f"%.{digits}g")
     if figure:
         from melp.eval.figures import roc_figure
 

@@ -115,6 +115,9 @@ class ValConfig:
     every_n_steps: int = 0  # validate every N training batches (0 = once per epoch)
     batch_size: int = 128
     prompts: str | None = None  # prompt JSON path (default: the packaged prompts)
+    # at each validation, the beat level (melp.eval.beats.beat_diagnostics) of this many records of the
+    # first validation set, logged as val/beat_* (0 = off)
+    beat_records: int = 32
 
 
 @dataclass

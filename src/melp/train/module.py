@@ -77,9 +77,11 @@ class MELPLightning(L.LightningModule):
         self.best_score = -math.inf
         self._prompts = cfg.val.prompts
         extras = ("logit_scale",) + (("ecg_spread", "text_spread") if cfg.trainer.collapse_check else ())
+        extras += ("diversity",) if cfg.loss.diversity else ()  # the optional beat-diversity term
         self.monitor = StepMonitor(extras)
         self._forward = None  # the compiled forward (model.compile), built at the first step
         self.last_train_metrics: dict[str, float] = {}
+        self.beat_history: list[dict] = []  # rank 0: beat diagnostics at each validation
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -94,6 +96,8 @@ class MELPLightning(L.LightningModule):
         self.batches_seen += 1
         self._segment_batches += 1
         extras = {"logit_scale": out["logit_scale"]}
+        if "diversity" in losses:
+            extras["diversity"] = losses["diversity"]
         if self.cfg.trainer.collapse_check:
             d = out["ecg_latent"].shape[-1]
             for key in ("ecg_latent", "text_latent"):  # std across the batch, x sqrt(D) (1 = isotropic)
@@ -299,6 +303,34 @@ class MELPLightning(L.LightningModule):
                     ", ".join(f"{vs.name} {v:.4f}" for vs, v in zip(self.val_sets, values)),
                 )
         self._val_outputs = {}
+        if self.cfg.val.beat_records > 0 and self.val_sets and self.trainer.is_global_zero:
+            self._log_beat_level()
+
+    def _log_beat_level(self) -> None:
+        """Rank 0: the beat-level diagnostics of the first ``val.beat_records`` records of the first
+        validation set, logged as ``val/beat_*`` and kept in ``beat_history`` (step, values)."""
+        from melp.eval.beats import beat_diagnostics
+
+        ds = self.val_sets[0].dataset.dataset  # the DownstreamDataset behind the IndexedDataset
+        try:
+            d = beat_diagnostics(
+                self.model, ds.store, ds.rows[: self.cfg.val.beat_records], normalize=ds.normalize
+            )
+        except ValueError as err:  # no report among these records
+            log.warning("beat diagnostics skipped: %s", err)
+            return
+        keys = ("beat_cosine", "attention_entropy", "attention_ratio", "half_mass_frames", "qrs_hit")
+        values = {k: d[k] for k in keys if k in d}
+        for k, v in values.items():
+            name = k if k.startswith("beat_") else f"beat_{k}"
+            self.log(f"val/{name}", v, rank_zero_only=True)
+        self.beat_history.append({"step": int(self.global_step), **values})
+        log.info(
+            "step %d: beat level: cosine %.3f, attention entropy %.3f, max/min %.2f, half-mass %.1f of %d "
+            "frames, QRS hit %.2f (chance %.2f)",
+            self.global_step, d["beat_cosine"], d["attention_entropy"], d["attention_ratio"],
+            d["half_mass_frames"], d["frames"], d.get("qrs_hit", float("nan")), d.get("qrs_chance", float("nan")),
+        )  # fmt: skip
 
 
 def gathered_auroc(idx: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, gather=None) -> float:

@@ -7,7 +7,7 @@ Output folder layout (``cfg.out``)::
     checkpoints/last.ckpt          last step (at validation, every ckpt_every_n_steps, and at the end)
     logs/csv/metrics.csv           CSV log (+ hparams.yaml);  logs/tb/  TensorBoard log
     best_model/                    model.save_pretrained() of the best checkpoint (what eval commands load)
-    summary.json                   best score, steps, wall time
+    summary.json                   best score, steps, wall time, beat-level history (val/beat_*)
 
 Only rank 0 writes files, prints and logs (other ranks log warnings and errors only).
 """
@@ -487,7 +487,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Cal
     summary = {
         "best_score": None if module.best_score == -math.inf else module.best_score, "best_checkpoint": best_path,
         "best_model": str(out / "best_model"), "global_step": trainer.global_step, "total_steps": total_steps,
-        "seconds": time.time() - t0, "rank": trainer.global_rank,
+        "seconds": time.time() - t0, "rank": trainer.global_rank, "beat_history": module.beat_history,
     }  # fmt: skip
     if trainer.is_global_zero:
         _export(module, out, best_path, summary)
