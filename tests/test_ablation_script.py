@@ -26,7 +26,12 @@ def test_fast_ablation_table_matches_its_runs_and_resumes(ablation, tmp_path, ca
     assert ablation.main(argv) == 0
     saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     runs, table = saved["runs"], saved["table"]
-    assert sorted((r["variant"], r["seed"]) for r in runs) == [("clip", 1), ("clip", 2), ("full", 1), ("full", 2)]
+    assert sorted((r["variant"], r["seed"]) for r in runs) == [
+        ("clip", 1),
+        ("clip", 2),
+        ("full", 1),
+        ("full", 2),
+    ]
     clip_run = next(r for r in runs if r["variant"] == "clip")
     assert "loss.beat=0" in clip_run["overrides"] and "loss.caption=0" in clip_run["overrides"]
     for variant in ("full", "clip"):
@@ -39,7 +44,9 @@ def test_fast_ablation_table_matches_its_runs_and_resumes(ablation, tmp_path, ca
         assert table[variant]["probe_1"]["mean"] == pytest.approx(np.mean(p1))
     # the paired difference on the full set is the difference of the means
     diff = table["full"]["zeroshot"]["vs_clip"]["value"]
-    assert diff == pytest.approx(table["full"]["zeroshot"]["mean"] - table["clip"]["zeroshot"]["mean"], abs=1e-9)
+    assert diff == pytest.approx(
+        table["full"]["zeroshot"]["mean"] - table["clip"]["zeroshot"]["mean"], abs=1e-9
+    )
     assert "vs_clip" not in table["clip"]["zeroshot"]
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert md.count("\n| full |") == 1 and "Δ vs CLIP" in md
