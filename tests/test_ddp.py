@@ -83,7 +83,13 @@ RUNS = {
     # that what is compared is the arithmetic of the distributed terms, not float32 rounding
     "clip": (
         3,
-        ["loss.caption=0", "loss.beat=0", "val.every_n_steps=3", "trainer.precision=64-true"],
+        [
+            "loss.caption=0",
+            "loss.beat=0",
+            "loss.diversity=0",
+            "val.every_n_steps=3",
+            "trainer.precision=64-true",
+        ],
         NO_DROPOUT,
     ),
     # equivalence, local terms: caption + beat, dropout off, 2 x 4 (reference: 1 x 4, accumulate 2)
@@ -108,7 +114,11 @@ RUNS = {
         None,
     ),
     # the uninterrupted reference of the kill -9 test (the same config as _kill_config)
-    "kill_ref": (KILL_STEPS, ["loss.beat=0", "trainer.ckpt_every_n_steps=1", "val.every_n_steps=8"], None),
+    "kill_ref": (
+        KILL_STEPS,
+        ["loss.beat=0", "loss.diversity=0", "trainer.ckpt_every_n_steps=1", "val.every_n_steps=8"],
+        None,
+    ),
 }
 
 
@@ -165,7 +175,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """PTB-XL mini, 5 records per fold: folds 1-8 train (40), folds 8-9 for validation."""
+    """PTB-XL mini, 5 records per fold: folds 1-7 train (35), folds 8-9 for validation."""
     from melp.data.readers.ptbxl import subset_root
     from melp.data.store import prepare
 
@@ -221,8 +231,8 @@ def test_clip_term_and_gradients_of_2x4_equal_1x8_and_validation_is_gathered(two
     grad_err = _max_grad_diff(grads_1, grads_2)
     assert grad_err < 1e-5, grad_err
     # D19: AUROC of the 9 validation records; 2 ranks see 5 + 5 rows (one padding duplicate)
-    va = pd.read_csv(one / "logs" / "csv" / "metrics.csv")["val/ptbxl_super_auroc"].dropna()
-    vb = pd.read_csv(two / "logs" / "csv" / "metrics.csv")["val/ptbxl_super_auroc"].dropna()
+    va = pd.read_csv(one / "logs" / "csv" / "metrics.csv")["val/super_fold8_auroc"].dropna()
+    vb = pd.read_csv(two / "logs" / "csv" / "metrics.csv")["val/super_fold8_auroc"].dropna()
     assert len(va) == len(vb) == 1 and 0.0 < va.iloc[0] < 1.0
     assert abs(va.iloc[0] - vb.iloc[0]) < 1e-6, (va.iloc[0], vb.iloc[0])
     print(f"max |CLIP loss| difference {clip_err:.2e}, max |gradient| difference {grad_err:.2e}")
@@ -319,7 +329,7 @@ def test_kill_9_of_two_processes_then_resume_continues_the_same_losses(two_proce
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stdout.count("best model exported") == 1  # rank 0 only
-    assert rerun.stderr.count("pretraining melp-test on 40 records") == 1
+    assert rerun.stderr.count("pretraining melp-test on 35 records") == 1
     assert "not used in producing the loss" not in rerun.stderr  # loss.beat=0 under DDP
     ref, got = _train_rows(two_process / "kill_ref"), _train_rows(out)
     assert list(got.index) == list(range(KILL_STEPS))  # every step once: rows before the kill kept

@@ -87,9 +87,13 @@ def test_named_configs_pin_the_paper_setup():
     assert (p.data.batch_size, p.trainer.devices, p.trainer.precision) == (64, 4, "bf16-mixed")
     assert p.model.name == "melp-small" and p.model.text == "fuyingw/heart_bert"
     t = load_config("melp-tiny")
-    assert t.model.name == "melp-tiny" and t.data.folds == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert all(9 in v.folds for v in t.val.sets)  # validation on fold 9, never 10
-    assert 10 not in t.data.folds
+    assert t.model.name == "melp-tiny" and t.data.folds == [1, 2, 3, 4, 5, 6, 7]
+    # checkpoint selection on fold 8; fold 9 (the final evaluation) and 10 are read by no stage
+    assert all(v.folds == [8] for v in t.val.sets)
+    assert not {9, 10} & set(t.data.folds)
+    assert (
+        t.loss.diversity == 5.0 and p.loss.diversity == 0.0
+    )  # the CPU recipe's deviation; the paper's formula
 
 
 # --------------------------------------------------------------------------- optimizer / schedule
@@ -154,6 +158,42 @@ def test_sampler_shards_resumes_and_pads():
         list(ResumableSampler(10, shuffle=False, rank=k, world_size=4, drop_last=True)) for k in range(4)
     ]
     assert dropped == [[0, 4], [1, 5], [2, 6], [3, 7]]
+
+
+@pytest.mark.parametrize("world,drop_last", [(1, True), (1, False), (2, False), (2, True)])
+def test_stream_batch_sampler_runs_epochs_back_to_back_and_resumes_anywhere(world, drop_last):
+    """The run's batches are each epoch's per-rank batches, epoch after epoch, for ``total`` batches;
+    restarted from any (data position, batches done) it continues the same stream, epoch ends included."""
+    from melp.train.datamodule import StreamBatchSampler, advance_position, batches_per_epoch
+
+    n, b, total = 11, 3, 9
+
+    def make(rank, position=(0, 0), done=0):
+        s = ResumableSampler(n, seed=4, rank=rank, world_size=world, drop_last=drop_last, batch_size=b,
+                             encode_epoch=True)  # fmt: skip
+        s.start(*position)
+        return StreamBatchSampler(s, total, done)
+
+    per = batches_per_epoch(n, b, world, drop_last)
+    for rank in range(world):
+        ref = list(make(rank))
+        assert len(ref) == total == len(make(rank))
+        want = []
+        for epoch in range(total // per + 1):  # hand-built: each epoch's indices cut into batches
+            idx = [epoch * n + i for i in ResumableSampler(n, seed=4, rank=rank, world_size=world,
+                                                           drop_last=drop_last, batch_size=b).indices(epoch)]  # fmt: skip
+            want += [idx[k : k + b] for k in range(0, len(idx), b)]
+        assert ref == want[:total]
+        for done in range(total + 1):
+            pos = advance_position((0, 0), done, n, b, world, drop_last)
+            assert list(make(rank, pos, done)) == ref[done:], done
+        # an iterator stopped early and re-created continues where it stopped
+        s = make(rank)
+        it = iter(s)
+        head = [next(it) for _ in range(per + 1)]
+        assert head + list(s) == ref
+    with pytest.raises(ValueError, match="batches done"):
+        make(0, done=total + 1)
 
 
 class _Noisy(torch.utils.data.Dataset):
@@ -265,7 +305,7 @@ def test_run_loss_goes_down_and_outputs_load(full_run):
     total = log["train/total"].dropna().to_numpy()
     assert len(total) == 8 and np.isfinite(total).all()
     assert total[-3:].mean() < total[:3].mean() - 0.5
-    for term in ("train/clip", "train/caption", "train/beat", "val/mean_auroc", "val/ptbxl_super_auroc"):
+    for term in ("train/clip", "train/caption", "train/beat", "val/mean_auroc", "val/super_fold8_auroc"):
         assert log[term].notna().any(), term
     assert 0.0 <= summary["best_score"] <= 1.0
     # the beat level is diagnosed at each validation, on the first validation set's records, with
@@ -301,14 +341,15 @@ def test_run_loss_goes_down_and_outputs_load(full_run):
     assert all(torch.equal(state[k[len("model.") :]], v) for k, v in best.items())
 
 
-def test_interrupt_and_resume_matches_uninterrupted(full_run, store, tmp_path):
+@pytest.mark.parametrize("stop", [2, 3])  # mid-epoch; the last batch of epoch 0 (3 batches per epoch)
+def test_interrupt_and_resume_matches_uninterrupted(full_run, store, tmp_path, stop):
     from melp.train.run import pretrain
 
     summary, _ = full_run
     out = tmp_path / "resumed"
     torch.manual_seed(0)
-    first = pretrain(_cfg(store, out, "trainer.stop_at_step=3"))  # mid-epoch (4 batches per epoch)
-    assert first["global_step"] == 3
+    first = pretrain(_cfg(store, out, f"trainer.stop_at_step={stop}"))
+    assert first["global_step"] == stop
     torch.manual_seed(123)  # a different process state must not matter
     second = pretrain(_cfg(store, out), resume="auto")
     assert second["global_step"] == 8
@@ -392,7 +433,7 @@ def test_trainer_features_early_stopping_top_k_hparams_bar_devices_auto(store, t
             "--set",
             *args,
             f"data.batch_size={cfg.data.batch_size}",
-            "trainer.max_steps=8",  # 4 steps per epoch: 2 epochs
+            "trainer.max_steps=8",  # 28 records of folds 1-7, 3 steps per epoch: 3 epochs
             "val.every_n_steps=1",
             "optim.lr=0",
             "trainer.early_stopping_patience=2",
@@ -408,9 +449,9 @@ def test_trainer_features_early_stopping_top_k_hparams_bar_devices_auto(store, t
     assert best == ["best-step000001.ckpt", "best-step000002.ckpt"]
     assert Path(summary["best_checkpoint"]).name == "best-step000001.ckpt"
     hp = yaml.safe_load((out / "logs" / "csv" / "hparams.yaml").read_text())
-    assert hp["optim"]["lr"] == 0.0 and hp["world_size"] == 1 and hp["steps_per_epoch"] == 4
+    assert hp["optim"]["lr"] == 0.0 and hp["world_size"] == 1 and hp["steps_per_epoch"] == 3
     captured = capsys.readouterr()
-    assert "Epoch 0/1" in captured.out and "/-2" not in captured.out  # Lightning draws on stdout
+    assert "Epoch 0/2" in captured.out and "/-2" not in captured.out  # Lightning draws on stdout
     assert captured.out.count("best model exported") == 1
 
 

@@ -131,7 +131,7 @@ def beat_diversity(beats: torch.Tensor) -> torch.Tensor:
     """Mean squared cosine between different beat embeddings of the same ECG (scalar, 0 = mutually
     orthogonal, 1 = all alike): a regulariser that keeps the Q beat slots from collapsing onto one
     vector (then every sentence attends uniformly to them). beats: (B, Q, D)."""
-    v = F.normalize(beats.float(), dim=-1)
+    v = F.normalize(beats.to(torch.promote_types(beats.dtype, torch.float32)), dim=-1)  # fp32 or wider
     gram = v @ v.transpose(1, 2)  # (B, Q, Q)
     q = gram.shape[-1]
     if q < 2:

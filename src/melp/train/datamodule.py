@@ -181,6 +181,49 @@ class ResumableSampler(Sampler[int]):
         )
 
 
+class StreamBatchSampler(Sampler[list[int]]):
+    """This rank's training batches for a whole run: consecutive epochs of ``sampler`` (a
+    :class:`ResumableSampler` with ``batch_size``), cut into per-rank batches, from the sampler's
+    start position for ``total - done`` batches.
+
+    Lightning sees the whole run as one epoch of ``total`` batches (``len``). So a checkpoint is
+    always restored by Lightning's mid-epoch path (it counts the ``done`` batches as fetched), and
+    an epoch boundary of the data, which the sampler counts itself, never coincides with one of
+    Lightning's: resuming a checkpoint written at the end of a data epoch is as exact as any other.
+    An iterator that is stopped and re-created continues the stream where the last one stopped
+    (the batch sampler runs in the main process, also with loader workers).
+    """
+
+    def __init__(self, sampler: ResumableSampler, total: int, done: int = 0) -> None:
+        if sampler.batch_size is None:
+            raise ValueError("StreamBatchSampler needs a ResumableSampler with batch_size")
+        if not 0 <= done <= total:
+            raise ValueError(f"StreamBatchSampler: {done} batches done of {total}")
+        self.sampler, self.total, self.left = sampler, total, total - done
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[list[int]]:
+        s, b = self.sampler, self.sampler.batch_size
+        while self.left > 0:
+            epoch, offset = s.epoch, s.offset
+            idx = s.indices(epoch, offset)
+            if not idx:
+                raise ValueError(f"StreamBatchSampler: epoch {epoch} has no batch from offset {offset}")
+            if s.encode_epoch:
+                idx = [epoch * s.n + i for i in idx]
+            for k in range(0, len(idx), b):
+                if self.left == 0:
+                    return
+                # the position the next batch starts from (global samples of the epoch)
+                s.epoch, s.offset = epoch, offset + (k // b + 1) * b * s.world_size
+                if k + b >= len(idx):
+                    s.epoch, s.offset = epoch + 1, 0
+                self.left -= 1
+                yield idx[k : k + b]
+
+
 def batches_per_epoch(n: int, batch_size: int, world_size: int, drop_last: bool, offset: int = 0) -> int:
     """Global batches (= batches per rank) in an epoch of ``n`` records from global ``offset``."""
     rest, g = max(n - offset, 0), batch_size * world_size
@@ -262,14 +305,10 @@ def make_loader(
     drop_last: bool,
     collate_fn=None,
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` driven by ``sampler`` (persistent workers when > 0)."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        collate_fn=collate_fn or collate,
-        persistent_workers=num_workers > 0,
-    )
+    """A DataLoader over ``dataset`` driven by ``sampler`` (persistent workers when > 0); a
+    :class:`StreamBatchSampler` gives the batches itself."""
+    common = {"num_workers": num_workers, "pin_memory": pin_memory, "collate_fn": collate_fn or collate,
+              "persistent_workers": num_workers > 0}  # fmt: skip
+    if isinstance(sampler, StreamBatchSampler):
+        return DataLoader(dataset, batch_sampler=sampler, **common)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)

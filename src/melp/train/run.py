@@ -39,6 +39,7 @@ from melp.train.datamodule import (
     IndexedDataset,
     PretrainCollate,
     ResumableSampler,
+    StreamBatchSampler,
     ValSet,
     batches_per_epoch,
     make_loader,
@@ -143,6 +144,7 @@ class _Data(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.cfg, self.train_ds, self.val_sets, self.collate = cfg, train_ds, val_sets, collate
+        self.total_batches = 0  # per rank, for the whole run: set by pretrain() from the schedule
 
     def train_dataloader(self):
         t, d = self.trainer, self.cfg.data
@@ -156,10 +158,15 @@ class _Data(L.LightningDataModule):
             encode_epoch=True,
             batch_size=d.batch_size,
         )
-        epoch, offset = t.lightning_module.start_segment()  # (0, 0) unless resuming
+        module = t.lightning_module
+        epoch, offset = module.start_segment()  # (0, 0) unless resuming
         sampler.start(epoch, offset)
+        # one Lightning epoch is the whole run (see StreamBatchSampler): batches_seen of them are done
+        stream = StreamBatchSampler(
+            sampler, self.total_batches, done=min(module.batches_seen, self.total_batches)
+        )
         return make_loader(
-            self.train_ds, sampler, d.batch_size, d.num_workers, d.pin_memory, d.drop_last, self.collate
+            self.train_ds, stream, d.batch_size, d.num_workers, d.pin_memory, d.drop_last, self.collate
         )
 
     def val_dataloader(self):
@@ -481,7 +488,9 @@ def pretrain(cfg: PretrainConfig, resume: str | None = None, callbacks: list[Cal
     log.info("pretraining %s on %d records (%d val sets) on %d device(s): %d steps (%d per epoch), warmup %d",
              model.config.get("name"), len(train_ds), len(val_sets), world, total_steps, steps_per_epoch,
              module.warmup_steps)  # fmt: skip
-    trainer.fit(module, datamodule=_Data(cfg, train_ds, val_sets, collate), ckpt_path=resume_ckpt,
+    data = _Data(cfg, train_ds, val_sets, collate)
+    data.total_batches = total_steps * tc.accumulate_grad_batches
+    trainer.fit(module, datamodule=data, ckpt_path=resume_ckpt,
                 weights_only=True)  # no pickle: melp checkpoints hold only tensors and plain data  # fmt: skip
     best_path = ckpt.best_model_path if val_sets and ckpt.best_model_path else str(ckpt_dir / "last.ckpt")
     summary = {
