@@ -30,6 +30,7 @@ __all__ = [
     "EMPTY",
     "CellError",
     "parse_label_cell",
+    "positive_classes",
     "is_label_column",
     "parse_split",
     "parse_int_cell",
@@ -84,6 +85,23 @@ def parse_label_cell(value) -> bool | None:
     if _NUMBER.match(key) and _number(key) in (0.0, 1.0):
         return _number(key) == 1.0
     raise CellError(f"{str(value)!r} is not a label value (use 1/0, true/false or yes/no)")
+
+
+def positive_classes(row, classes: list[str]) -> list[str] | None:
+    """Names of the classes whose column holds a positive label cell; None when every cell is
+    empty (not labelled). Raises CellError naming the column for a cell that is not a label."""
+    values = {}
+    for c in classes:
+        try:
+            values[c] = parse_label_cell(row[c])
+        except CellError as err:
+            raise CellError(f"column {c}: {err}") from None
+    if all(v is None for v in values.values()):
+        return None
+    empty = [c for c, v in values.items() if v is None]
+    if empty:
+        raise CellError(f"column {empty[0]}: empty while other label columns of the row are filled")
+    return [c for c, v in values.items() if v]
 
 
 def is_label_column(values: pd.Series) -> bool:

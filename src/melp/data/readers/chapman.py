@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from melp.data.formats.tables import CellError, confined_path, drop_duplicates
+from melp.data.formats.tables import CellError, confined_path, drop_duplicates, positive_classes
 from melp.data.readers.base import WFDB_OPTIONS, Index, Option, Reader, Signal, register_reader
 from melp.data.readers.cinc import read_cinc_mat
-from melp.data.readers.cpsc import find_split_dir, positive_classes, read_split_tables
+from melp.data.readers.cpsc import find_split_dir, read_split_tables
 
 CHAPMAN_CLASSES = [
     "AQW",

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from melp.data.formats.matlab import read_struct_field
-from melp.data.formats.tables import CellError, drop_duplicates, parse_label_cell, read_text_csv
+from melp.data.formats.tables import CellError, drop_duplicates, positive_classes, read_text_csv
 from melp.data.readers.base import BadRecord, Index, Option, Reader, Signal, register_reader
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -57,23 +57,6 @@ def read_split_tables(folder: Path, stem: str, classes: list[str]) -> pd.DataFra
             raise ValueError(f"{path}: class columns {absent} not found (columns are read by name)")
         parts.append(df.assign(split=split))
     return pd.concat(parts, ignore_index=True)
-
-
-def positive_classes(row, classes: list[str]) -> list[str] | None:
-    """Names of the classes whose column holds a positive label cell; None when every cell is
-    empty (not labelled). Raises CellError naming the column for a cell that is not a label."""
-    values = {}
-    for c in classes:
-        try:
-            values[c] = parse_label_cell(row[c])
-        except CellError as err:
-            raise CellError(f"column {c}: {err}") from None
-    if all(v is None for v in values.values()):
-        return None
-    empty = [c for c, v in values.items() if v is None]
-    if empty:
-        raise CellError(f"column {empty[0]}: empty while other label columns of the row are filled")
-    return [c for c, v in values.items() if v]
 
 
 def read_cpsc_mat(path: Path) -> Signal:

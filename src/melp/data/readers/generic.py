@@ -36,9 +36,9 @@ from melp.data.formats.tables import (
     confined_path,
     drop_duplicates,
     is_label_column,
-    parse_label_cell,
     parse_list,
     parse_split,
+    positive_classes,
     read_text_csv,
 )
 from melp.data.readers.base import WFDB_OPTIONS, BadRecord, Index, Option, Reader, Signal, register_reader
@@ -453,18 +453,7 @@ class GenericReader(Reader):
         """Positive class names of a row; None when it carries no label at all (unlabelled)."""
         if "labels" in self._table.columns and not self.options["label_columns"]:
             return split_label_list(r["labels"])
-        values = {}
-        for c in self._classes:
-            try:
-                values[c] = parse_label_cell(r[c])
-            except CellError as err:
-                raise CellError(f"column {c}: {err}") from None
-        if all(v is None for v in values.values()):
-            return None
-        empty = [c for c, v in values.items() if v is None]
-        if empty:
-            raise CellError(f"column {empty[0]}: empty while other label columns of the row are filled")
-        return [c for c, v in values.items() if v]
+        return positive_classes(r, self._classes)
 
     def load(self, entry: dict) -> Signal:
         path = self.root / entry["path"]
