@@ -452,6 +452,7 @@ def test_trainer_features_early_stopping_top_k_hparams_bar_devices_auto(store, t
     assert hp["optim"]["lr"] == 0.0 and hp["world_size"] == 1 and hp["steps_per_epoch"] == 3
     captured = capsys.readouterr()
     assert "Epoch 0/2" in captured.out and "/-2" not in captured.out  # Lightning draws on stdout
+    assert "Epoch 1/2" in captured.out  # the caption follows the data epoch within the one Lightning epoch
     assert captured.out.count("best model exported") == 1
 
 

@@ -199,7 +199,15 @@ class _EpochBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         super().on_train_epoch_start(trainer, pl_module)
+        self._caption(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._caption(pl_module)  # one Lightning epoch spans the run: the data epoch moves inside it
+
+    def _caption(self, pl_module) -> None:
         epoch, _ = pl_module.current_position()
+        epoch = min(epoch, self.epochs - 1)  # after the last batch the position is the next epoch
         self.train_progress_bar.set_description(f"Epoch {epoch}/{self.epochs - 1}")
 
     def get_metrics(self, trainer, pl_module) -> dict:
