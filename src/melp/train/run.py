@@ -218,6 +218,10 @@ class _SaveLast(Callback):
     """Write ``last.ckpt`` every ``every`` optimizer steps (0 = never) and when training ends
     normally (also after ``stop_at_step``); never after a failure, so the last good one stays."""
 
+    # ``weights_only=False`` below is Lightning's *save* flag (write the optimizer, scheduler and loop
+    # state too, which exact resume needs); it unpickles nothing. Reading is always
+    # ``melp.train.checkpoint.load_checkpoint`` (torch.load with weights_only=True).
+
     def __init__(self, path: Path, every: int) -> None:
         self.path, self.every, self._saved_at = path, every, -1
 
